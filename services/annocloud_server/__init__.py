@@ -1,0 +1,1 @@
+"""annocloud services: ingestion, tasks, annotations, qa, export and the REST gateway."""

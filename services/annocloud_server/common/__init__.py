@@ -1,0 +1,1 @@
+"""Code every service shares: errors, identity, storage, events, servers, telemetry."""

@@ -1,0 +1,144 @@
+"""Runs components: one gRPC server, an outbox relay per component, a consumer per component.
+
+The embedded default runs every component in one Runtime; a one-service process runs one. Tests
+use it to start a real service on port 0 with the in-process bus.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from annocloud_server.common.auth import Authenticator
+from annocloud_server.common.blobstore import LocalBlobStore
+from annocloud_server.common.component import Component, ComponentContext
+from annocloud_server.common.db import sqlite_url
+from annocloud_server.common.events import ConsumerRunner, EventBus, OutboxRelay
+from annocloud_server.common.server import GrpcServer, build_server
+
+log = logging.getLogger(__name__)
+
+ComponentFactory = Callable[[ComponentContext], Component]
+
+
+@dataclass
+class Runtime:
+    """Started components sharing one server and one bus."""
+
+    components: list[Component]
+    server: GrpcServer
+    bus: EventBus
+    relays: list[OutboxRelay] = field(default_factory=list)
+    consumers: list[ConsumerRunner] = field(default_factory=list)
+    channels: list[grpc.Channel] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Blocks until every outbox is published and every consumer caught up (tests, benches)."""
+        deadline = time.monotonic() + timeout
+        quiet_rounds = 0
+        while time.monotonic() < deadline:
+            busy = any(r.backlog() for r in self.relays) or any(c.lag() for c in self.consumers)
+            quiet_rounds = 0 if busy else quiet_rounds + 1
+            if quiet_rounds >= 3:
+                return
+            for relay in self.relays:
+                relay.wake()
+            time.sleep(0.05)
+        raise TimeoutError("events did not settle in time")
+
+    def stop(self) -> None:
+        self.server.stop(grace=2.0)
+        for consumer in self.consumers:
+            consumer.stop()
+        for relay in self.relays:
+            relay.stop()
+        for component in self.components:
+            for loop in component.background:
+                loop.stop()
+        for channel in self.channels:
+            channel.close()
+        for component in self.components:
+            component.db.dispose()
+        close = getattr(self.bus, "close", None)
+        if close is not None:
+            close()
+
+
+def start_runtime(
+    factories: Sequence[ComponentFactory],
+    *,
+    data_dir: Path,
+    bus: EventBus,
+    authenticator: Authenticator,
+    address: str = "127.0.0.1:0",
+    database_url_for: Callable[[str], str] | None = None,
+    service_addresses: dict[str, str] | None = None,
+) -> Runtime:
+    """Creates the components, binds one server for all of them and starts relays and consumers.
+
+    ``service_addresses`` maps service short names to addresses for services that run elsewhere;
+    the ones started here are reached through this server's own port.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    blob_store = LocalBlobStore(data_dir / "blobs")
+    relays: list[OutboxRelay] = []
+    channels: list[grpc.Channel] = []
+    port_holder: dict[str, int] = {}
+    remote = dict(service_addresses or {})
+
+    def channel_to(service: str) -> grpc.Channel:
+        target = remote.get(service) or f"127.0.0.1:{port_holder['port']}"
+        channel = grpc.insecure_channel(target)
+        channels.append(channel)
+        return channel
+
+    def wake_relays() -> None:
+        for relay in relays:
+            relay.wake()
+
+    components: list[Component] = []
+    for factory in factories:
+        probe_name = getattr(factory, "__module__", "component").split(".")[-2]
+        url = database_url_for(probe_name) if database_url_for else sqlite_url(str(data_dir / f"{probe_name}.db"))
+        ctx = ComponentContext(
+            data_dir=data_dir,
+            database_url=url,
+            authenticator=authenticator,
+            blob_store=blob_store,
+            channel_to=channel_to,
+            on_outbox_commit=wake_relays,
+        )
+        components.append(factory(ctx))
+
+    registrations = [r for c in components for r in c.registrations]
+    server = build_server(registrations, address=address)
+    port_holder["port"] = server.port
+    consumers: list[ConsumerRunner] = []
+    for component in components:
+        relays.append(OutboxRelay(component.name, component.db, component.outbox, bus))
+        if component.handlers:
+            consumers.append(
+                ConsumerRunner(component.name, component.db, component.inbox, bus, component.handlers, component.topics)
+            )
+    for relay in relays:
+        relay.start()
+    for consumer in consumers:
+        consumer.start()
+    for component in components:
+        for loop in component.background:
+            loop.start()
+    return Runtime(components, server, bus, relays, consumers, channels)
+
+
+def random_secret() -> bytes:
+    return secrets.token_bytes(32)
