@@ -7,7 +7,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from annocloud.common.v1 import common_pb2
 from annocloud_server.common.auth import ADMIN, ANNOTATOR, MANAGER, REVIEWER, Authenticator, make_principal
 from annocloud_server.common.inprocess_bus import InProcessEventBus
@@ -41,14 +40,24 @@ def caller(authenticator: Authenticator) -> Callable[..., Caller]:
 
 @pytest.fixture
 def start_services(tmp_path: Path, authenticator: Authenticator) -> Iterator[Callable[..., Runtime]]:
-    """start_services([create_component, ...]) -> Runtime on port 0 with a durable in-process bus."""
+    """start_services([create_component, ...], service_addresses={...}) -> Runtime on port 0, durable in-process bus."""
     runtimes: list[Runtime] = []
 
-    def start(factories: Sequence[ComponentFactory], data_dir: Path | None = None) -> Runtime:
+    def start(
+        factories: Sequence[ComponentFactory],
+        data_dir: Path | None = None,
+        service_addresses: dict[str, str] | None = None,
+    ) -> Runtime:
         directory = data_dir or tmp_path / f"rt{len(runtimes)}"
         directory.mkdir(parents=True, exist_ok=True)
         bus = InProcessEventBus(str(directory / "events.db"))
-        runtime = start_runtime(factories, data_dir=directory, bus=bus, authenticator=authenticator)
+        runtime = start_runtime(
+            factories,
+            data_dir=directory,
+            bus=bus,
+            authenticator=authenticator,
+            service_addresses=service_addresses,
+        )
         runtimes.append(runtime)
         return runtime
 

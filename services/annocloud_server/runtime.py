@@ -109,7 +109,11 @@ def start_runtime(
     components: list[Component] = []
     for factory in factories:
         probe_name = getattr(factory, "__module__", "component").split(".")[-2]
-        url = database_url_for(probe_name) if database_url_for else sqlite_url(str(data_dir / f"{probe_name}.db"))
+        url = (
+            database_url_for(probe_name)
+            if database_url_for
+            else sqlite_url(str(data_dir / f"{probe_name}.db"))
+        )
         ctx = ComponentContext(
             data_dir=data_dir,
             database_url=url,
@@ -128,7 +132,9 @@ def start_runtime(
         relays.append(OutboxRelay(component.name, component.db, component.outbox, bus))
         if component.handlers:
             consumers.append(
-                ConsumerRunner(component.name, component.db, component.inbox, bus, component.handlers, component.topics)
+                ConsumerRunner(
+                    component.name, component.db, component.inbox, bus, component.handlers, component.topics
+                )
             )
     for relay in relays:
         relay.start()

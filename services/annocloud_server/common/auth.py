@@ -12,8 +12,8 @@ import hmac
 from collections.abc import Iterable, Sequence
 
 import grpc
-
 from annocloud.common.v1 import common_pb2
+
 from annocloud_server.common.errors import PermissionDenied, Unauthenticated
 
 PRINCIPAL_KEY = "x-annocloud-principal-bin"

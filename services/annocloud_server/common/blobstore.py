@@ -27,6 +27,10 @@ class BlobStore(Protocol):
         """The key of a content blob."""
         ...
 
+    def delete(self, key: str) -> None:
+        """Removes a blob; no error when it is absent."""
+        ...
+
     def open(self, key: str) -> Iterator[bytes]: ...
 
     def path(self, key: str) -> Path:
@@ -60,7 +64,8 @@ class LocalBlobStore:
                     size += len(chunk)
                     if max_bytes is not None and size > max_bytes:
                         raise InvalidArgument(
-                            f"content is larger than the limit of {max_bytes} bytes", reason="CONTENT_TOO_LARGE"
+                            f"content is larger than the limit of {max_bytes} bytes",
+                            reason="CONTENT_TOO_LARGE",
                         )
                     digest.update(chunk)
                     out.write(chunk)
@@ -91,6 +96,9 @@ class LocalBlobStore:
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
 
     def open(self, key: str) -> Iterator[bytes]:
         path = self.path(key)

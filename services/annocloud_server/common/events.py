@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from annocloud.events.v1 import events_pb2
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import propagate
 from sqlalchemy import (
@@ -40,7 +41,6 @@ from sqlalchemy import (
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
-from annocloud.events.v1 import events_pb2
 from annocloud_server.common.db import Database
 from annocloud_server.common.paging import new_id
 
@@ -62,7 +62,9 @@ def event_type_of(payload_type: type[Message]) -> str:
 
 
 _PAYLOAD_FIELD = {
-    field.message_type.full_name: field.name for field in EventEnvelope.DESCRIPTOR.oneofs_by_name["payload"].fields
+    field.message_type.full_name: field.name
+    for field in EventEnvelope.DESCRIPTOR.oneofs_by_name["payload"].fields
+    if field.message_type is not None
 }
 
 
@@ -347,7 +349,9 @@ class ConsumerRunner:
                 return
             except Exception as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("%s: %s attempt %d failed: %s", self.group, envelope.event_type, attempt, last_error)
+                log.warning(
+                    "%s: %s attempt %d failed: %s", self.group, envelope.event_type, attempt, last_error
+                )
                 time.sleep(0.05 * attempt)
         log.error("%s: dead-lettering %s %s", self.group, envelope.event_type, envelope.event_id)
         self._bus.dead_letter(self.group, record, last_error)
@@ -365,6 +369,8 @@ class ConsumerRunner:
                 return
             handler(session, envelope)
             session.execute(
-                insert(self._inbox).values(consumer=self.group, event_id=envelope.event_id, applied_time=_now())
+                insert(self._inbox).values(
+                    consumer=self.group, event_id=envelope.event_id, applied_time=_now()
+                )
             )
         self.applied += 1

@@ -102,7 +102,9 @@ class InProcessEventBus:
 
     def dead_letters(self, group: str | None = None) -> list[dict[str, object]]:
         """Dead letters not yet redriven (optionally of one consumer group)."""
-        query = select(_dead_letters).where(_dead_letters.c.redrive_time.is_(None)).order_by(_dead_letters.c.id)
+        query = (
+            select(_dead_letters).where(_dead_letters.c.redrive_time.is_(None)).order_by(_dead_letters.c.id)
+        )
         if group:
             query = query.where(_dead_letters.c.group_id == group)
         with self._db.transaction() as session:
@@ -111,7 +113,9 @@ class InProcessEventBus:
     def redrive(self, group: str | None = None) -> int:
         """Republishes dead letters to their topics; consumers' inboxes skip groups that had applied them."""
         letters = self.dead_letters(group)
-        self.publish([OutgoingRecord(topic=str(d["topic"]), key=str(d["key"]), value=bytes(d["value"])) for d in letters])  # type: ignore[arg-type]
+        self.publish(
+            [OutgoingRecord(topic=str(d["topic"]), key=str(d["key"]), value=d["value"]) for d in letters]  # type: ignore[arg-type]
+        )
         with self._db.transaction() as session:
             session.execute(
                 update(_dead_letters)
@@ -122,7 +126,9 @@ class InProcessEventBus:
 
     def end_offset(self, topics: Sequence[str]) -> int:
         with self._db.transaction() as session:
-            value = session.execute(select(func.max(_records.c.offset)).where(_records.c.topic.in_(topics))).scalar()
+            value = session.execute(
+                select(func.max(_records.c.offset)).where(_records.c.topic.in_(topics))
+            ).scalar()
         return int(value or 0)
 
     def _committed(self, group: str, topics: Sequence[str]) -> int:

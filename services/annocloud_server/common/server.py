@@ -53,11 +53,13 @@ def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
     context.abort_with_status(_internal_status())
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):
+class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Maps domain errors to rich gRPC statuses, once, for every RPC shape."""
 
     def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Any], handler_call_details: grpc.HandlerCallDetails
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
@@ -106,7 +108,9 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 class GrpcServer:
     """A started gRPC server with its health servicer, for graceful shutdown."""
 
-    def __init__(self, server: grpc.Server, port: int, health_servicer: health.HealthServicer, names: list[str]):
+    def __init__(
+        self, server: grpc.Server, port: int, health_servicer: health.HealthServicer, names: list[str]
+    ):
         self.server = server
         self.port = port
         self.health = health_servicer
@@ -123,7 +127,7 @@ def build_server(
     *,
     address: str = "127.0.0.1:0",
     max_workers: int = 32,
-    interceptors: Sequence[grpc.ServerInterceptor] = (),
+    interceptors: Sequence[grpc.ServerInterceptor] = (),  # type: ignore[type-arg]
 ) -> GrpcServer:
     """Builds and starts a server hosting ``registrations``; returns it with the bound port."""
     server = grpc.server(
