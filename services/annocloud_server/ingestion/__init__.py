@@ -1,0 +1,1 @@
+"""Ingestion: datasets, items, uploads, manifests, exact and near-duplicate detection."""

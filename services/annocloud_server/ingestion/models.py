@@ -1,0 +1,94 @@
+"""Tables of the ingestion service (every row carries its organization)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import BigInteger, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from annocloud_server.common.db import make_base
+from annocloud_server.common.events import inbox_table, outbox_table
+
+if TYPE_CHECKING:
+    # mypy cannot subclass the class make_base() returns; at type-check time it is this.
+    Base = DeclarativeBase
+else:
+    Base = make_base()
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+Sequence64 = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    seq: Mapped[int] = mapped_column(Sequence64, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    organization_id: Mapped[str] = mapped_column(String(128), index=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    item_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Item(Base):
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "dataset_id", "content_sha256"),
+        Index("ix_items_org_dataset_seq", "organization_id", "dataset_id", "seq"),
+        Index("ix_items_content_sha256", "content_sha256"),
+    )
+
+    seq: Mapped[int] = mapped_column(Sequence64, primary_key=True, autoincrement=True)
+    """Ingestion order (keyset pagination of ListItems)."""
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    organization_id: Mapped[str] = mapped_column(String(128))
+    dataset_id: Mapped[str] = mapped_column(String(64))
+    media_type: Mapped[int] = mapped_column(Integer)
+    file_name: Mapped[str] = mapped_column(String(255))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    content_type: Mapped[str] = mapped_column(String(128))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int] = mapped_column(Integer, default=0)
+    height: Mapped[int] = mapped_column(Integer, default=0)
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    perceptual_hash: Mapped[str] = mapped_column(String(16), default="")
+    near_duplicate_of: Mapped[str] = mapped_column(String(64), default="")
+    near_duplicate_similarity: Mapped[float] = mapped_column(Float, default=0.0)
+    metadata_json: Mapped[str] = mapped_column(Text, default="{}")
+    source_uri: Mapped[str] = mapped_column(Text, default="")
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ItemHashBand(Base):
+    """One of the ten bands of an image's perceptual hash: candidates for near-duplicates are the
+    items sharing a band value (pigeonhole), so the lookup never scans the dataset."""
+
+    __tablename__ = "item_hash_bands"
+    __table_args__ = (Index("ix_item_hash_bands_lookup", "organization_id", "dataset_id", "band_key"),)
+
+    item_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    band: Mapped[int] = mapped_column(Integer, primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(128))
+    dataset_id: Mapped[str] = mapped_column(String(64))
+    band_key: Mapped[int] = mapped_column(Integer)
+    """``band << 8 | value``: one indexed column, so a lookup is a single ``IN`` of ten keys."""
+    perceptual_hash: Mapped[str] = mapped_column(String(16))
+
+
+class IdempotencyKey(Base):
+    """A create's request_id and what it produced (JSON), per organization and method."""
+
+    __tablename__ = "idempotency_keys"
+
+    organization_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    method: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    result_json: Mapped[str] = mapped_column(Text)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+outbox = outbox_table(Base.metadata)
+inbox = inbox_table(Base.metadata)

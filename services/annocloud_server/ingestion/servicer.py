@@ -1,0 +1,200 @@
+"""IngestionService: authorize, parse, delegate to the ingestor and the store, map to protos."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+from annocloud.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
+
+from annocloud_server.common.auth import MANAGERS, READERS, Authenticator
+from annocloud_server.common.db import Database
+from annocloud_server.common.errors import InvalidArgument
+from annocloud_server.common.paging import decode_token, encode_token, page_size
+from annocloud_server.ingestion import domain, store
+from annocloud_server.ingestion.convert import (
+    dataset_to_proto,
+    item_to_proto,
+    parse_dataset_name,
+    parse_item_name,
+    struct_to_dict,
+)
+from annocloud_server.ingestion.ingest import Ingestor
+
+
+def _cursor(token: str, key: str, scope: str = "") -> int | None:
+    cursor = decode_token(token)
+    if not cursor:
+        return None
+    value = cursor.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or cursor.get("scope", "") != scope:
+        raise InvalidArgument("page_token is not valid", reason="BAD_PAGE_TOKEN")
+    return value
+
+
+class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
+    def __init__(self, authenticator: Authenticator, db: Database, ingestor: Ingestor):
+        self._auth = authenticator
+        self._db = db
+        self._ingestor = ingestor
+
+    def CreateDataset(
+        self, request: ingestion_pb2.CreateDatasetRequest, context: grpc.ServicerContext
+    ) -> ingestion_pb2.CreateDatasetResponse:
+        principal = self._auth.require(context, MANAGERS)
+        dataset = self._ingestor.create_dataset(
+            organization_id=principal.organization_id,
+            display_name=domain.validate_display_name(request.dataset.display_name),
+            description=domain.validate_description(request.dataset.description),
+            request_id=domain.validate_request_id(request.request_id),
+        )
+        return ingestion_pb2.CreateDatasetResponse(dataset=dataset_to_proto(dataset))
+
+    def GetDataset(
+        self, request: ingestion_pb2.GetDatasetRequest, context: grpc.ServicerContext
+    ) -> ingestion_pb2.GetDatasetResponse:
+        principal = self._auth.require(context, READERS)
+        dataset_id = parse_dataset_name(request.name)
+        with self._db.transaction() as session:
+            dataset = store.get_dataset(
+                session, organization_id=principal.organization_id, dataset_id=dataset_id
+            )
+            return ingestion_pb2.GetDatasetResponse(dataset=dataset_to_proto(dataset))
+
+    def ListDatasets(
+        self, request: ingestion_pb2.ListDatasetsRequest, context: grpc.ServicerContext
+    ) -> ingestion_pb2.ListDatasetsResponse:
+        principal = self._auth.require(context, READERS)
+        size = page_size(request.page_size)
+        before = _cursor(request.page_token, "before")
+        with self._db.transaction() as session:
+            rows = store.list_datasets(
+                session, organization_id=principal.organization_id, limit=size + 1, before_seq=before
+            )
+        token = encode_token({"before": rows[size - 1].seq}) if len(rows) > size else ""
+        return ingestion_pb2.ListDatasetsResponse(
+            datasets=[dataset_to_proto(d) for d in rows[:size]], next_page_token=token
+        )
+
+    def UploadItem(
+        self, request_iterator: Iterator[ingestion_pb2.UploadItemRequest], context: grpc.ServicerContext
+    ) -> ingestion_pb2.UploadItemResponse:
+        principal = self._auth.require(context, MANAGERS)
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument(
+                "the first message of an upload must be the header", reason="HEADER_REQUIRED"
+            )
+        header = first.header
+        dataset_id = parse_dataset_name(header.parent)
+        file_name = domain.validate_file_name(header.file_name)
+        metadata = domain.metadata_json(struct_to_dict(header.metadata))
+        request_id = domain.validate_request_id(header.request_id)
+
+        def chunks() -> Iterator[bytes]:
+            for message in request_iterator:
+                if message.WhichOneof("part") != "chunk":
+                    raise InvalidArgument(
+                        "only the first message may carry a header", reason="HEADER_REPEATED"
+                    )
+                yield message.chunk
+
+        item, duplicate = self._ingestor.upload(
+            organization_id=principal.organization_id,
+            dataset_id=dataset_id,
+            file_name=file_name,
+            metadata_json=metadata,
+            request_id=request_id,
+            chunks=chunks(),
+        )
+        return ingestion_pb2.UploadItemResponse(item=item_to_proto(item), duplicate=duplicate)
+
+    def ImportManifest(
+        self, request: ingestion_pb2.ImportManifestRequest, context: grpc.ServicerContext
+    ) -> ingestion_pb2.ImportManifestResponse:
+        principal = self._auth.require(context, MANAGERS)
+        dataset_id = parse_dataset_name(request.parent)
+        request_id = domain.validate_request_id(request.request_id)
+        rows = domain.parse_manifest(request.manifest)
+        outcome = self._ingestor.import_manifest(
+            organization_id=principal.organization_id, dataset_id=dataset_id, rows=rows, request_id=request_id
+        )
+        return ingestion_pb2.ImportManifestResponse(
+            items=[item_to_proto(i) for i in outcome.items], duplicate_count=outcome.duplicate_count
+        )
+
+    def CreateTextItems(
+        self, request: ingestion_pb2.CreateTextItemsRequest, context: grpc.ServicerContext
+    ) -> ingestion_pb2.CreateTextItemsResponse:
+        principal = self._auth.require(context, MANAGERS)
+        dataset_id = parse_dataset_name(request.parent)
+        request_id = domain.validate_request_id(request.request_id)
+        if not request.records:
+            raise InvalidArgument("records must not be empty", reason="RECORDS_EMPTY")
+        if len(request.records) > domain.MAX_TEXT_RECORDS:
+            raise InvalidArgument(
+                f"at most {domain.MAX_TEXT_RECORDS} records per call", reason="TOO_MANY_RECORDS"
+            )
+        records: list[tuple[str, str]] = []
+        for index, record in enumerate(request.records):
+            what = f"records[{index}]"
+            domain.validate_text(record.text, what=f"{what}.text")
+            meta = domain.metadata_json(
+                struct_to_dict(record.metadata, what=f"{what}.metadata"), what=f"{what}.metadata"
+            )
+            records.append((record.text, meta))
+        outcome = self._ingestor.create_text_items(
+            organization_id=principal.organization_id,
+            dataset_id=dataset_id,
+            records=records,
+            request_id=request_id,
+        )
+        return ingestion_pb2.CreateTextItemsResponse(
+            items=[item_to_proto(i) for i in outcome.items], duplicate_count=outcome.duplicate_count
+        )
+
+    def GetItem(
+        self, request: ingestion_pb2.GetItemRequest, context: grpc.ServicerContext
+    ) -> ingestion_pb2.GetItemResponse:
+        principal = self._auth.require(context, READERS)
+        dataset_id, item_id = parse_item_name(request.name)
+        with self._db.transaction() as session:
+            item = store.get_item(
+                session, organization_id=principal.organization_id, dataset_id=dataset_id, item_id=item_id
+            )
+            return ingestion_pb2.GetItemResponse(item=item_to_proto(item))
+
+    def ListItems(
+        self, request: ingestion_pb2.ListItemsRequest, context: grpc.ServicerContext
+    ) -> ingestion_pb2.ListItemsResponse:
+        principal = self._auth.require(context, READERS)
+        dataset_id = parse_dataset_name(request.parent)
+        size = page_size(request.page_size)
+        after = _cursor(request.page_token, "after", scope=dataset_id)
+        with self._db.transaction() as session:
+            store.get_dataset(session, organization_id=principal.organization_id, dataset_id=dataset_id)
+            rows = store.list_items(
+                session,
+                organization_id=principal.organization_id,
+                dataset_id=dataset_id,
+                limit=size + 1,
+                after_seq=after,
+            )
+            items = [item_to_proto(i) for i in rows[:size]]
+        token = encode_token({"after": rows[size - 1].seq, "scope": dataset_id}) if len(rows) > size else ""
+        return ingestion_pb2.ListItemsResponse(items=items, next_page_token=token)
+
+    def ReadItemContent(
+        self, request: ingestion_pb2.ReadItemContentRequest, context: grpc.ServicerContext
+    ) -> Iterator[ingestion_pb2.ReadItemContentResponse]:
+        principal = self._auth.require(context, READERS)
+        dataset_id, item_id = parse_item_name(request.name)
+        content_type, chunks = self._ingestor.read_content(
+            organization_id=principal.organization_id, dataset_id=dataset_id, item_id=item_id
+        )
+        first = True
+        for chunk in chunks:
+            yield ingestion_pb2.ReadItemContentResponse(
+                content_type=content_type if first else "", chunk=chunk
+            )
+            first = False

@@ -1,0 +1,72 @@
+"""The SSRF guard's address vetting (literal addresses only: no network)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from annocloud_server.common.errors import InvalidArgument
+from annocloud_server.ingestion.fetch import FetchPolicy, fetch, is_forbidden_address, vet_url
+
+POLICY = FetchPolicy(max_bytes=1024)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/",
+        "http://2130706433/",
+        "http://0x7f000001/",
+        "http://0x7f.1/",
+        "http://017700000001/",
+        "http://127.1/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://0.0.0.0/",
+        "http://10.0.0.1/",
+        "http://192.168.1.1/",
+        "http://172.16.0.1/",
+        "http://100.64.0.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://2852039166/",
+        "http://[fd00:ec2::254]/",
+        "http://[fe80::1]/",
+        "http://224.0.0.1/",
+        "http://240.0.0.1/",
+        "https://[::]/",
+    ],
+)
+def test_non_public_addresses_are_refused(url: str) -> None:
+    """Loopback, private, link-local, multicast, reserved, unspecified and metadata addresses, in
+    decimal, hex, octal, short and IPv6-mapped spellings, are URL_REFUSED."""
+    with pytest.raises(InvalidArgument) as err:
+        vet_url(httpx.URL(url), POLICY)
+    assert err.value.reason == "URL_REFUSED"
+
+
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "ftp://8.8.8.8/x", "gopher://8.8.8.8/", "data:text/plain,hi"]
+)
+def test_non_http_schemes_are_refused(url: str) -> None:
+    """Only http and https may be fetched."""
+    with pytest.raises(InvalidArgument) as err:
+        fetch(url, POLICY, lambda chunks: b"".join(chunks))
+    assert err.value.reason == "URL_REFUSED"
+
+
+def test_public_address_passes() -> None:
+    """A public literal address is returned as the address to connect to."""
+    assert str(vet_url(httpx.URL("http://8.8.8.8:8080/x"), POLICY)) == "8.8.8.8"
+    assert not is_forbidden_address(vet_url(httpx.URL("https://1.1.1.1/"), POLICY))
+
+
+def test_allow_list_by_ip_and_port() -> None:
+    """An ip:port entry allows that port only; an ip entry allows any port; metadata never."""
+    one_port = FetchPolicy(max_bytes=1, allowed_private_hosts=frozenset({"127.0.0.1:8080"}))
+    assert str(vet_url(httpx.URL("http://127.0.0.1:8080/"), one_port)) == "127.0.0.1"
+    with pytest.raises(InvalidArgument):
+        vet_url(httpx.URL("http://127.0.0.1:8081/"), one_port)
+    any_port = FetchPolicy(max_bytes=1, allowed_private_hosts=frozenset({"10.1.2.3", "169.254.169.254"}))
+    assert str(vet_url(httpx.URL("http://10.1.2.3:9999/"), any_port)) == "10.1.2.3"
+    with pytest.raises(InvalidArgument) as err:
+        vet_url(httpx.URL("http://169.254.169.254/"), any_port)
+    assert "metadata" in err.value.message
