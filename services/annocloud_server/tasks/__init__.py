@@ -1,0 +1,1 @@
+"""Tasks service: projects, versioned label schemas, tasks, queues and leases."""

@@ -1,0 +1,164 @@
+"""Translations between stored rows, domain values and the ``annocloud.tasks.v1`` messages."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from annocloud.tasks.v1 import tasks_pb2
+
+from annocloud_server.tasks import models
+from annocloud_server.tasks.domain import (
+    AttributeSpec,
+    ClassSpec,
+    ObjectSpec,
+    SchemaSpec,
+    TaskState,
+    effective_state,
+)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands datetimes back naive; every stored time is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def project_name(project_id: str) -> str:
+    return f"projects/{project_id}"
+
+
+def task_name(project_id: str, task_id: str) -> str:
+    return f"projects/{project_id}/tasks/{task_id}"
+
+
+def schema_name(project_id: str, version: int) -> str:
+    return f"projects/{project_id}/schemas/{version}"
+
+
+def _attributes_from_proto(attributes: Any) -> list[AttributeSpec]:
+    return [AttributeSpec(a.name, int(a.type), list(a.values), a.required) for a in attributes]
+
+
+def schema_from_proto(schema: tasks_pb2.LabelSchema) -> SchemaSpec:
+    return SchemaSpec(
+        classification_mode=int(schema.classification_mode),
+        classes=[ClassSpec(c.name, _attributes_from_proto(c.attributes)) for c in schema.classes],
+        allow_not_sure=schema.allow_not_sure,
+        objects=[
+            ObjectSpec(o.name, int(o.kind), list(o.keypoint_names), _attributes_from_proto(o.attributes))
+            for o in schema.objects
+        ],
+        instructions=schema.instructions,
+    )
+
+
+def schema_to_json(spec: SchemaSpec) -> str:
+    return json.dumps(asdict(spec), separators=(",", ":"))
+
+
+def _attributes_from_json(items: list[dict[str, Any]]) -> list[AttributeSpec]:
+    return [AttributeSpec(**item) for item in items]
+
+
+def schema_from_json(body: str) -> SchemaSpec:
+    data = json.loads(body)
+    return SchemaSpec(
+        classification_mode=data["classification_mode"],
+        classes=[ClassSpec(c["name"], _attributes_from_json(c["attributes"])) for c in data["classes"]],
+        allow_not_sure=data["allow_not_sure"],
+        objects=[
+            ObjectSpec(
+                o["name"], o["kind"], list(o["keypoint_names"]), _attributes_from_json(o["attributes"])
+            )
+            for o in data["objects"]
+        ],
+        instructions=data["instructions"],
+    )
+
+
+def _attributes_to_proto(attributes: list[AttributeSpec]) -> list[tasks_pb2.AttributeDefinition]:
+    return [
+        tasks_pb2.AttributeDefinition(
+            name=a.name,
+            type=a.type,  # type: ignore[arg-type]
+            values=a.values,
+            required=a.required,
+        )
+        for a in attributes
+    ]
+
+
+def schema_to_proto(row: models.LabelSchema) -> tasks_pb2.LabelSchema:
+    spec = schema_from_json(row.body)
+    message = tasks_pb2.LabelSchema(
+        name=schema_name(row.project_id, row.version),
+        version=row.version,
+        classification_mode=spec.classification_mode,  # type: ignore[arg-type]
+        classes=[
+            tasks_pb2.ClassLabel(name=c.name, attributes=_attributes_to_proto(c.attributes))
+            for c in spec.classes
+        ],
+        allow_not_sure=spec.allow_not_sure,
+        objects=[
+            tasks_pb2.ObjectLabel(
+                name=o.name,
+                kind=o.kind,  # type: ignore[arg-type]
+                keypoint_names=o.keypoint_names,
+                attributes=_attributes_to_proto(o.attributes),
+            )
+            for o in spec.objects
+        ],
+        instructions=spec.instructions,
+    )
+    message.create_time.FromDatetime(as_utc(row.create_time))
+    return message
+
+
+def project_to_proto(
+    row: models.Project, dataset_ids: list[str], counts: tuple[int, int, int] = (0, 0, 0)
+) -> tasks_pb2.Project:
+    message = tasks_pb2.Project(
+        name=project_name(row.project_id),
+        display_name=row.display_name,
+        redundancy=row.redundancy,
+        datasets=[f"datasets/{d}" for d in dataset_ids],
+        schema_version=row.schema_version,
+        review_policy=row.review_policy,  # type: ignore[arg-type]
+        min_agreement=row.min_agreement,
+        task_counts=tasks_pb2.TaskCounts(queued=counts[0], leased=counts[1], completed=counts[2]),
+    )
+    message.create_time.FromDatetime(as_utc(row.create_time))
+    return message
+
+
+def task_to_proto(row: models.Task, now: datetime | None = None) -> tasks_pb2.Task:
+    """The task as clients see it: a lease that ran out shows as QUEUED without a lease."""
+    now = now or datetime.now(UTC)
+    expire = as_utc(row.lease_expire_time) if row.lease_expire_time is not None else None
+    state = effective_state(row.state, expire, now)
+    message = tasks_pb2.Task(
+        name=task_name(row.project_id, row.task_id),
+        item=row.item,
+        schema_version=row.schema_version,
+        state=int(state),  # type: ignore[arg-type]
+        priority=row.priority,
+        kind=row.kind,  # type: ignore[arg-type]
+        assigned_worker=row.assigned_worker,
+        media_type=row.media_type,  # type: ignore[arg-type]
+        item_file_name=row.item_file_name,
+        item_width=row.item_width,
+        item_height=row.item_height,
+        item_text=row.item_text,
+        redundancy=row.redundancy,
+        rework_of=row.rework_of,
+        rework_reason=row.rework_reason,
+        completed_by=row.completed_by,
+    )
+    if state == TaskState.LEASED and expire is not None:
+        message.lease.lease_id = row.lease_id or ""
+        message.lease.worker = row.lease_worker or ""
+        message.lease.expire_time.FromDatetime(expire)
+    message.create_time.FromDatetime(as_utc(row.create_time))
+    return message
