@@ -1,0 +1,1 @@
+"""Annotations service: human annotations with revision history, and model predictions."""

@@ -1,0 +1,32 @@
+"""Wires the annotations service: database, outbox, gRPC registration, tasks client."""
+
+from __future__ import annotations
+
+from annocloud.annotations.v1 import annotations_pb2_grpc
+
+from annocloud_server.annotations.models import Base, inbox, outbox
+from annocloud_server.annotations.servicer import AnnotationServicer
+from annocloud_server.annotations.tasks_client import TasksClient
+from annocloud_server.common.component import Component, ComponentContext
+from annocloud_server.common.db import Database
+from annocloud_server.common.events import TOPIC_ANNOTATIONS, EventWriter
+from annocloud_server.common.server import ServiceRegistration
+
+
+def create_component(ctx: ComponentContext) -> Component:
+    db = Database(ctx.database_url)
+    db.create_tables(Base.metadata)
+    events = EventWriter(outbox, TOPIC_ANNOTATIONS, ctx.on_outbox_commit)
+    servicer = AnnotationServicer(db, ctx.authenticator, events, TasksClient(lambda: ctx.channel_to("tasks")))
+    return Component(
+        name="annotations",
+        db=db,
+        outbox=outbox,
+        inbox=inbox,
+        registrations=[
+            ServiceRegistration(
+                "annocloud.annotations.v1.AnnotationService",
+                lambda server: annotations_pb2_grpc.add_AnnotationServiceServicer_to_server(servicer, server),
+            )
+        ],
+    )

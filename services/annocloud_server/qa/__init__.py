@@ -1,0 +1,1 @@
+"""QA service: consensus over redundant annotations, human review, accepted labels."""
