@@ -1,0 +1,249 @@
+"""The ``annocloud`` command: run the embedded server, manage API keys, call the REST API.
+
+``annocloud serve`` runs every service plus the gateway in one process; ``annocloud keys create``
+writes a key into the data directory's ``api_keys.json``; the other commands use the Python SDK
+against ``--url`` (``ANNOCLOUD_URL``) with ``--api-key`` (``ANNOCLOUD_API_KEY``) and print JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from annocloud_sdk import Client
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+ROLE_CHOICES = ("admin", "manager", "reviewer", "annotator")
+FORMAT_CHOICES = ("coco", "pascal_voc", "yolo", "jsonl")
+TASK_STATES = ("queued", "leased", "completed", "cancelled")
+
+ClientFactory = Callable[[str, str], "Client"]
+
+
+class CliError(Exception):
+    """A usage problem found after parsing (bad file, missing key)."""
+
+
+def _client_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--url", default=os.environ.get("ANNOCLOUD_URL", DEFAULT_URL), help="gateway base URL"
+    )
+    parent.add_argument(
+        "--api-key", default=os.environ.get("ANNOCLOUD_API_KEY", ""), help="API key (env ANNOCLOUD_API_KEY)"
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="annocloud", description="annocloud annotation cloud")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    client = _client_options()
+
+    serve = commands.add_parser("serve", help="run every service and the REST gateway in one process")
+    serve.add_argument("--data-dir", type=Path, default=Path("./data"))
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--grpc-port", type=int, default=50051)
+    serve.add_argument(
+        "--demo", action="store_true", help="seed a demo organization, key, dataset and project"
+    )
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    create_key = keys.add_parser("create", help="create an API key and print it (shown once)")
+    create_key.add_argument("--data-dir", type=Path, required=True)
+    create_key.add_argument("--org", required=True, help="organization id")
+    create_key.add_argument("--subject", required=True, help='who the key acts as, e.g. "key:ingest-bot"')
+    create_key.add_argument(
+        "--role", dest="roles", action="extend", nargs="+", required=True, choices=ROLE_CHOICES
+    )
+
+    datasets = commands.add_parser("datasets", help="datasets").add_subparsers(dest="action", required=True)
+    ds_create = datasets.add_parser("create", parents=[client], help="create a dataset")
+    ds_create.add_argument("display_name")
+    ds_create.add_argument("--description", default="")
+    ds_create.add_argument("--request-id", default="")
+    ds_list = datasets.add_parser("list", parents=[client], help="list datasets (all pages)")
+    ds_list.add_argument("--page-size", type=int, default=0)
+    ds_get = datasets.add_parser("get", parents=[client], help="get a dataset")
+    ds_get.add_argument("dataset")
+
+    items = commands.add_parser("items", help="items").add_subparsers(dest="action", required=True)
+    upload = items.add_parser("upload", parents=[client], help="upload files as items")
+    upload.add_argument("dataset")
+    upload.add_argument("files", nargs="+", type=Path)
+    upload.add_argument("--metadata", default=None, help="JSON object attached to every file")
+    items_list = items.add_parser("list", parents=[client], help="list the items of a dataset (all pages)")
+    items_list.add_argument("dataset")
+    items_list.add_argument("--page-size", type=int, default=0)
+
+    projects = commands.add_parser("projects", help="projects").add_subparsers(dest="action", required=True)
+    pr_create = projects.add_parser("create", parents=[client], help="create a project from a JSON file")
+    pr_create.add_argument("--file", type=Path, required=True, help='{"project": {...}, "schema": {...}}')
+    pr_create.add_argument("--request-id", default="")
+    pr_list = projects.add_parser("list", parents=[client], help="list projects (all pages)")
+    pr_list.add_argument("--page-size", type=int, default=0)
+    pr_get = projects.add_parser("get", parents=[client], help="get a project")
+    pr_get.add_argument("project")
+
+    tasks = commands.add_parser("tasks", help="tasks").add_subparsers(dest="action", required=True)
+    tasks_list = tasks.add_parser("list", parents=[client], help="list the tasks of a project (all pages)")
+    tasks_list.add_argument("project")
+    tasks_list.add_argument("--state", choices=TASK_STATES, default=None)
+    tasks_list.add_argument("--page-size", type=int, default=0)
+
+    exports = commands.add_parser("exports", help="exports").add_subparsers(dest="action", required=True)
+    ex_create = exports.add_parser("create", parents=[client], help="start an export")
+    ex_create.add_argument("project")
+    ex_create.add_argument("--format", required=True, type=str.lower, choices=FORMAT_CHOICES)
+    ex_create.add_argument("--request-id", default="")
+    ex_create.add_argument("--wait", action="store_true", help="wait until the export is DONE or FAILED")
+    ex_create.add_argument("--timeout", type=float, default=300)
+    ex_get = exports.add_parser("get", parents=[client], help="get an export")
+    ex_get.add_argument("project")
+    ex_get.add_argument("export")
+    ex_download = exports.add_parser("download", parents=[client], help="download an export's zip")
+    ex_download.add_argument("project")
+    ex_download.add_argument("export")
+    ex_download.add_argument("-o", "--output", type=Path, required=True)
+    return parser
+
+
+def _default_client(url: str, api_key: str) -> Client:
+    from annocloud_sdk import Client
+
+    return Client(url, api_key)
+
+
+def _print(value: Any, out: TextIO) -> None:
+    out.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise CliError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from annocloud_server.embedded import serve
+
+    serve(data_dir=args.data_dir, host=args.host, port=args.port, grpc_port=args.grpc_port, demo=args.demo)
+    return 0
+
+
+def _create_key(args: argparse.Namespace, out: TextIO) -> int:
+    from annocloud_server.gateway.apikeys import ApiKeyStore
+
+    try:
+        key = ApiKeyStore(args.data_dir).create_key(args.org, args.subject, args.roles)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    out.write(key + "\n")
+    return 0
+
+
+def _run_client(args: argparse.Namespace, client: Client, out: TextIO) -> int:
+    command, action = args.command, args.action
+    if command == "datasets":
+        if action == "create":
+            _print(client.create_dataset(args.display_name, args.description, args.request_id), out)
+        elif action == "list":
+            _print(list(client.iter_datasets(args.page_size)), out)
+        else:
+            _print(client.get_dataset(args.dataset), out)
+    elif command == "items":
+        if action == "upload":
+            metadata = None
+            if args.metadata is not None:
+                try:
+                    metadata = json.loads(args.metadata)
+                except ValueError as exc:
+                    raise CliError(f"--metadata is not valid JSON: {exc}") from exc
+                if not isinstance(metadata, dict):
+                    raise CliError("--metadata must be a JSON object")
+            for path in args.files:
+                if not path.is_file():
+                    raise CliError(f"{path} is not a file")
+            _print([client.upload_item(args.dataset, path, metadata=metadata) for path in args.files], out)
+        else:
+            _print(list(client.iter_items(args.dataset, args.page_size)), out)
+    elif command == "projects":
+        if action == "create":
+            spec = _load_json(args.file)
+            if not isinstance(spec, dict):
+                raise CliError(f"{args.file} must hold a JSON object")
+            project = spec.get("project", spec) if "project" in spec else spec
+            schema = spec.get("schema")
+            request_id = args.request_id or str(spec.get("request_id", ""))
+            _print(client.create_project(project, schema, request_id), out)
+        elif action == "list":
+            _print(list(client.iter_projects(args.page_size)), out)
+        else:
+            _print(client.get_project(args.project), out)
+    elif command == "tasks":
+        _print(list(client.iter_tasks(args.project, args.state, args.page_size)), out)
+    elif command == "exports":
+        if action == "create":
+            job = client.create_export(args.project, args.format, args.request_id)
+            if args.wait:
+                job = client.wait_for_export(args.project, job["name"], timeout=args.timeout)
+            _print(job, out)
+        elif action == "get":
+            _print(client.get_export(args.project, args.export), out)
+        else:
+            path = client.download_export(args.project, args.export, args.output)
+            _print({"path": str(path), "size_bytes": path.stat().st_size}, out)
+    return 0
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    client_factory: ClientFactory | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Runs the command; returns the exit code (0 ok, 1 error, 2 usage)."""
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "keys":
+            return _create_key(args, out)
+        if not args.api_key:
+            raise CliError("an API key is required: --api-key or ANNOCLOUD_API_KEY")
+        import httpx
+        from annocloud_sdk import ApiError
+
+        client = (client_factory or _default_client)(args.url, args.api_key)
+        try:
+            return _run_client(args, client, out)
+        except ApiError as exc:
+            err.write(f"error: {exc.status_code} {exc.reason}: {exc.message}\n")
+            return 1
+        except httpx.HTTPError as exc:
+            err.write(f"error: cannot reach {args.url}: {exc}\n")
+            return 1
+        except TimeoutError as exc:
+            err.write(f"error: {exc}\n")
+            return 1
+        finally:
+            client.close()
+    except CliError as exc:
+        err.write(f"error: {exc}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

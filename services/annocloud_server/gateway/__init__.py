@@ -1,0 +1,1 @@
+"""REST gateway: FastAPI over the gRPC services, with API-key authentication."""
