@@ -1,0 +1,163 @@
+"""The embedded default: every service and the gateway in one process.
+
+SQLite files and media under one data directory, the durable in-process event bus, one gRPC port
+hosting every service, and the REST gateway on another port. ``start_embedded`` returns a running
+stack (tests and benches use it); ``serve`` runs it until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import grpc
+import uvicorn
+
+from annocloud_server.annotations.component import create_component as create_annotations
+from annocloud_server.common.auth import ADMIN, ANNOTATOR, MANAGER, REVIEWER, Authenticator
+from annocloud_server.common.inprocess_bus import InProcessEventBus
+from annocloud_server.common.telemetry import instrument_fastapi, setup_logging, setup_tracing
+from annocloud_server.export.component import create_component as create_export
+from annocloud_server.gateway.apikeys import ApiKeyStore
+from annocloud_server.gateway.app import create_app
+from annocloud_server.gateway.settings import GatewaySettings
+from annocloud_server.ingestion.component import create_component as create_ingestion
+from annocloud_server.qa.component import create_component as create_qa
+from annocloud_server.runtime import ComponentFactory, Runtime, start_runtime
+from annocloud_server.tasks.component import create_component as create_tasks
+
+log = logging.getLogger(__name__)
+
+ALL_COMPONENTS: tuple[ComponentFactory, ...] = (
+    create_ingestion,
+    create_tasks,
+    create_annotations,
+    create_qa,
+    create_export,
+)
+
+SECRET_ENV = "ANNOCLOUD_PRINCIPAL_SECRET"  # noqa: S105 (the variable name, not a secret)
+
+
+def load_or_create_secret(data_dir: Path) -> bytes:
+    """The principal-signing secret: from the environment, else a random one kept in the data dir."""
+    from_env = os.environ.get(SECRET_ENV)
+    if from_env:
+        if len(from_env) < 32 or from_env.lower() in {"changeme", "change-me", "secret"}:
+            raise SystemExit(f"{SECRET_ENV} must be a random string of at least 32 characters")
+        return from_env.encode()
+    path = data_dir / "principal.secret"
+    if not path.exists():
+        path.write_bytes(secrets.token_hex(32).encode())
+        path.chmod(0o600)
+    return path.read_bytes().strip()
+
+
+@dataclass
+class EmbeddedStack:
+    """A running embedded annocloud."""
+
+    runtime: Runtime
+    http_server: uvicorn.Server
+    http_thread: threading.Thread
+    api_keys: ApiKeyStore
+    data_dir: Path
+
+    @property
+    def grpc_address(self) -> str:
+        return self.runtime.address
+
+    @property
+    def base_url(self) -> str:
+        sockets = self.http_server.servers[0].sockets
+        host, port = sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self.http_server.should_exit = True
+        self.http_thread.join(10)
+        self.runtime.stop()
+
+
+def start_embedded(
+    *, data_dir: Path, host: str = "127.0.0.1", port: int = 0, grpc_port: int = 0
+) -> EmbeddedStack:
+    """Starts every service and the gateway; returns once both accept connections."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    setup_tracing("annocloud")
+    authenticator = Authenticator(load_or_create_secret(data_dir))
+    bus = InProcessEventBus(str(data_dir / "events.db"))
+    runtime = start_runtime(
+        ALL_COMPONENTS,
+        data_dir=data_dir,
+        bus=bus,
+        authenticator=authenticator,
+        address=f"127.0.0.1:{grpc_port}",
+    )
+    channel = grpc.insecure_channel(runtime.address)
+    runtime.channels.append(channel)
+    api_keys = ApiKeyStore(data_dir / "api_keys.json")
+    app = create_app(GatewaySettings(), channel=channel, authenticator=authenticator, api_keys=api_keys)
+    instrument_fastapi(app)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    http_server = uvicorn.Server(config)
+    # uvicorn installs signal handlers only on the main thread; serve() owns SIGINT/SIGTERM.
+    thread = threading.Thread(target=http_server.run, name="gateway", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not http_server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            runtime.stop()
+            raise RuntimeError(f"the gateway could not start on {host}:{port}")
+        time.sleep(0.02)
+    return EmbeddedStack(runtime, http_server, thread, api_keys, data_dir)
+
+
+DEMO_USERS = (
+    ("user:admin", (ADMIN,)),
+    ("user:ann", (ANNOTATOR,)),
+    ("user:bob", (ANNOTATOR,)),
+    ("user:cat", (ANNOTATOR,)),
+    ("user:rev", (REVIEWER,)),
+    ("user:pm", (MANAGER,)),
+)
+
+
+def serve(*, data_dir: Path, host: str, port: int, grpc_port: int, demo: bool) -> None:
+    """Runs annocloud until interrupted (``annocloud serve``)."""
+    setup_logging(os.environ.get("ANNOCLOUD_LOG_LEVEL", "INFO"))
+    stack = start_embedded(data_dir=data_dir, host=host, port=port, grpc_port=grpc_port)
+    stopping = threading.Event()
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    lines = [
+        "annocloud is running (embedded default)",
+        f"  REST API + docs : {stack.base_url}/docs",
+        f"  gRPC (all services): {stack.grpc_address}",
+        f"  data directory  : {Path(data_dir).resolve()}",
+    ]
+    if demo:
+        from annocloud_server.demo_seed import seed_demo
+
+        keys = seed_demo(stack)
+        lines.append("  demo API keys (send as 'Authorization: Bearer <key>'):")
+        lines += [f"    {subject:<11} {key}" for subject, key in keys.items()]
+        lines.append(
+            f"  try: curl -H 'Authorization: Bearer {keys['user:admin']}' {stack.base_url}/v1/projects"
+        )
+    print("\n".join(lines), flush=True)
+    stopping.wait()
+    print("annocloud: shutting down (draining requests, committing events)", flush=True)
+    stack.stop()
