@@ -102,9 +102,13 @@ def start_runtime(
         channels.append(channel)
         return channel
 
-    def wake_relays() -> None:
-        for relay in relays:
-            relay.wake()
+    def wake_relay_of(name: str) -> Callable[[], None]:
+        def wake() -> None:
+            for relay in relays:
+                if relay.name == name:
+                    relay.wake()
+
+        return wake
 
     components: list[Component] = []
     for factory in factories:
@@ -120,7 +124,7 @@ def start_runtime(
             authenticator=authenticator,
             blob_store=blob_store,
             channel_to=channel_to,
-            on_outbox_commit=wake_relays,
+            on_outbox_commit=wake_relay_of(probe_name),
         )
         components.append(factory(ctx))
 

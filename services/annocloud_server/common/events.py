@@ -232,12 +232,22 @@ class _Worker:
 class OutboxRelay:
     """Publishes a service's outbox rows in order and marks them published after the ack."""
 
-    def __init__(self, name: str, db: Database, outbox: Table, bus: EventBus, *, batch_size: int = 500):
+    def __init__(
+        self,
+        name: str,
+        db: Database,
+        outbox: Table,
+        bus: EventBus,
+        *,
+        batch_size: int = 500,
+        linger: float = 0.002,
+    ):
         self.name = name
         self._db = db
         self._outbox = outbox
         self._bus = bus
         self._batch_size = batch_size
+        self._linger = linger
         self._worker = _Worker(f"relay-{name}", self.publish_pending, idle_wait=0.5)
 
     def start(self) -> None:
@@ -251,7 +261,8 @@ class OutboxRelay:
 
     def publish_pending(self) -> bool:
         """Publishes one batch; True when there was something to publish."""
-        with self._db.transaction() as session:
+        time.sleep(self._linger)  # woken by a commit: let the burst land, publish it in one batch
+        with self._db.read() as session:
             rows = session.execute(
                 select(self._outbox.c.id, self._outbox.c.topic, self._outbox.c.key, self._outbox.c.value)
                 .where(self._outbox.c.published_time.is_(None))
@@ -270,7 +281,7 @@ class OutboxRelay:
         return True
 
     def backlog(self) -> int:
-        with self._db.transaction() as session:
+        with self._db.read() as session:
             count = session.execute(
                 select(func.count()).select_from(self._outbox).where(self._outbox.c.published_time.is_(None))
             ).scalar_one()
@@ -291,6 +302,7 @@ class ConsumerRunner:
         *,
         max_attempts: int = 3,
         batch_size: int = 100,
+        linger: float = 0.005,
     ):
         self.group = group
         self._db = db
@@ -300,6 +312,7 @@ class ConsumerRunner:
         self._topics = list(topics)
         self._max_attempts = max_attempts
         self._batch_size = batch_size
+        self._linger = linger
         self._subscription: Subscription | None = None
         self._worker = _Worker(f"consumer-{group}", self.consume_batch, idle_wait=0.0)
         self.applied = 0
@@ -323,25 +336,55 @@ class ConsumerRunner:
         return self._sub().lag()
 
     def consume_batch(self, timeout: float = 0.5) -> bool:
-        """Polls and applies one batch; True when records were processed."""
+        """Polls and applies one batch; True when records were processed.
+
+        The batch is applied in one transaction (one commit for many events); if any event of it
+        fails, the transaction is rolled back and the events are applied one by one, so a poison
+        event only affects itself. The position is committed after the batch is applied.
+        """
         subscription = self._sub()
         records = subscription.poll(self._batch_size, timeout)
+        if records and len(records) < self._batch_size and self._linger > 0:
+            time.sleep(self._linger)  # let a burst accumulate: one transaction for all of it
+            records += subscription.poll(self._batch_size - len(records), 0)
+        if not records:
+            return False
+        pending: list[tuple[Record, events_pb2.EventEnvelope, Handler]] = []
         for record in records:
-            self._process(record)
-        if records:
-            subscription.commit(records)
-        return bool(records)
+            try:
+                envelope = EventEnvelope.FromString(record.value)
+            except DecodeError as exc:
+                self._bus.dead_letter(self.group, record, f"undecodable event: {exc}")
+                self.dead_lettered += 1
+                continue
+            handler = self._handlers.get(envelope.event_type)
+            if handler is not None:
+                pending.append((record, envelope, handler))
+        if pending and not self._apply_batch(pending):
+            for record, envelope, handler in pending:
+                self._apply_with_retries(record, envelope, handler)
+        subscription.commit(records)
+        return True
 
-    def _process(self, record: Record) -> None:
+    def _apply_batch(self, pending: Sequence[tuple[Record, events_pb2.EventEnvelope, Handler]]) -> bool:
+        applied = duplicates = 0
         try:
-            envelope = EventEnvelope.FromString(record.value)
-        except DecodeError as exc:
-            self._bus.dead_letter(self.group, record, f"undecodable event: {exc}")
-            self.dead_lettered += 1
-            return
-        handler = self._handlers.get(envelope.event_type)
-        if handler is None:
-            return
+            with self._db.transaction() as session:
+                for _record, envelope, handler in pending:
+                    if self._apply_in(session, handler, envelope):
+                        applied += 1
+                    else:
+                        duplicates += 1
+        except Exception as exc:
+            log.info("%s: batch of %d failed (%s); applying one by one", self.group, len(pending), exc)
+            return False
+        self.applied += applied
+        self.duplicates_skipped += duplicates
+        return True
+
+    def _apply_with_retries(
+        self, record: Record, envelope: events_pb2.EventEnvelope, handler: Handler
+    ) -> None:
         last_error = ""
         for attempt in range(1, self._max_attempts + 1):
             try:
@@ -359,18 +402,23 @@ class ConsumerRunner:
 
     def _apply_once(self, handler: Handler, envelope: events_pb2.EventEnvelope) -> None:
         with self._db.transaction() as session:
-            seen = session.execute(
-                select(self._inbox.c.event_id).where(
-                    self._inbox.c.consumer == self.group, self._inbox.c.event_id == envelope.event_id
-                )
-            ).first()
-            if seen is not None:
-                self.duplicates_skipped += 1
-                return
-            handler(session, envelope)
-            session.execute(
-                insert(self._inbox).values(
-                    consumer=self.group, event_id=envelope.event_id, applied_time=_now()
-                )
+            fresh = self._apply_in(session, handler, envelope)
+        if fresh:
+            self.applied += 1
+        else:
+            self.duplicates_skipped += 1
+
+    def _apply_in(self, session: Session, handler: Handler, envelope: events_pb2.EventEnvelope) -> bool:
+        """Applies one event inside ``session`` with its inbox row; False when it was applied before."""
+        seen = session.execute(
+            select(self._inbox.c.event_id).where(
+                self._inbox.c.consumer == self.group, self._inbox.c.event_id == envelope.event_id
             )
-        self.applied += 1
+        ).first()
+        if seen is not None:
+            return False
+        handler(session, envelope)
+        session.execute(
+            insert(self._inbox).values(consumer=self.group, event_id=envelope.event_id, applied_time=_now())
+        )
+        return True

@@ -107,7 +107,7 @@ class InProcessEventBus:
         )
         if group:
             query = query.where(_dead_letters.c.group_id == group)
-        with self._db.transaction() as session:
+        with self._db.read() as session:
             return [dict(row._mapping) for row in session.execute(query)]
 
     def redrive(self, group: str | None = None) -> int:
@@ -125,14 +125,14 @@ class InProcessEventBus:
         return len(letters)
 
     def end_offset(self, topics: Sequence[str]) -> int:
-        with self._db.transaction() as session:
+        with self._db.read() as session:
             value = session.execute(
                 select(func.max(_records.c.offset)).where(_records.c.topic.in_(topics))
             ).scalar()
         return int(value or 0)
 
     def _committed(self, group: str, topics: Sequence[str]) -> int:
-        with self._db.transaction() as session:
+        with self._db.read() as session:
             value = session.execute(
                 select(func.min(_positions.c.offset)).where(
                     _positions.c.group_id == group, _positions.c.topic.in_(topics)
@@ -141,7 +141,7 @@ class InProcessEventBus:
         return int(value or 0)
 
     def _fetch(self, topics: Sequence[str], after: int, limit: int) -> list[Record]:
-        with self._db.transaction() as session:
+        with self._db.read() as session:
             rows = session.execute(
                 select(_records.c.offset, _records.c.topic, _records.c.key, _records.c.value)
                 .where(_records.c.topic.in_(topics), _records.c.offset > after)

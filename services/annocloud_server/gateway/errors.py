@@ -119,7 +119,18 @@ def install_error_handlers(app: FastAPI) -> None:
             if any(e.get("loc", ("",))[0] == "body" for e in exc.errors())
             else "BAD_REQUEST"
         )
-        return error_response(400, "INVALID_ARGUMENT", reason, _validation_message(exc))
+        message = _validation_message(exc)
+        content_type = request.headers.get("content-type", "")
+        if (
+            reason == "BAD_REQUEST_BODY"
+            and content_type
+            and "json" not in content_type
+            and "multipart" not in content_type
+        ):
+            message += (
+                f" (the body was sent as {content_type.split(';')[0]}; send Content-Type: application/json)"
+            )
+        return error_response(400, "INVALID_ARGUMENT", reason, message)
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

@@ -78,7 +78,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     ) -> tasks_pb2.GetProjectResponse:
         principal = self._auth.require(context, READERS)
         project_id = _project_id(request.name)
-        with self._db.transaction() as session:
+        with self._db.read() as session:
             row = store.get_project(session, organization_id=principal.organization_id, project_id=project_id)
             return tasks_pb2.GetProjectResponse(project=store.project_message(session, row))
 
@@ -89,7 +89,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         limit = page_size(request.page_size)
         before = _cursor(request.page_token, "s")
         org = principal.organization_id
-        with self._db.transaction() as session:
+        with self._db.read() as session:
             rows, next_seq = store.list_projects(session, organization_id=org, limit=limit, before_seq=before)
             ids = [r.project_id for r in rows]
             datasets = store.project_dataset_ids(session, project_ids=ids)
@@ -138,7 +138,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         principal = self._auth.require(context, READERS)
         project_id, version_token = parse_name(request.name, "projects/{}/schemas/{}")
         version = domain.schema_version_of(version_token)
-        with self._db.transaction() as session:
+        with self._db.read() as session:
             row = store.get_label_schema(
                 session, organization_id=principal.organization_id, project_id=project_id, version=version
             )
@@ -151,7 +151,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         project_id = _project_id(request.parent)
         limit = page_size(request.page_size)
         before = _cursor(request.page_token, "v")
-        with self._db.transaction() as session:
+        with self._db.read() as session:
             rows, next_version = store.list_label_schemas(
                 session,
                 organization_id=principal.organization_id,
@@ -167,7 +167,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     ) -> tasks_pb2.GetTaskResponse:
         principal = self._auth.require(context, READERS)
         project_id, task_id = parse_name(request.name, "projects/{}/tasks/{}")
-        with self._db.transaction() as session:
+        with self._db.read() as session:
             row = store.get_task(
                 session, organization_id=principal.organization_id, project_id=project_id, task_id=task_id
             )
@@ -183,7 +183,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         limit = page_size(request.page_size)
         after = _cursor(request.page_token, "s")
         now = store.utcnow()
-        with self._db.transaction() as session:
+        with self._db.read() as session:
             rows, next_seq = store.list_tasks(
                 session,
                 organization_id=principal.organization_id,
