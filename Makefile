@@ -43,7 +43,7 @@ protos: install ## buf format + lint + breaking, then regenerate gen/python
 	$(BUF) format -w
 	$(BUF) lint
 	@if git rev-parse --verify -q HEAD >/dev/null && git cat-file -e HEAD:buf.yaml 2>/dev/null; then \
-	  $(BUF) breaking --against '.git#branch=HEAD'; fi
+	  $(BUF) breaking --against '.git#branch=main'; fi
 	bash scripts/gen_protos.sh
 
 protos-check: install ## fail when generated code is stale or buf lint fails
