@@ -85,10 +85,9 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A read-only snapshot that neither waits for nor blocks writers (rolled back at the end)."""
+        """A snapshot for reads that neither waits for nor blocks writers (WAL); do not write in it."""
         with self._read_sessions() as session, session.begin():
             yield session
-            session.rollback()
 
     def create_tables(self, metadata: MetaData) -> None:
         """Embedded mode only: the cluster runs Alembic migrations instead."""

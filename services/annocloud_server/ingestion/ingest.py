@@ -107,7 +107,7 @@ class Ingestor:
         chunks: Iterable[bytes],
     ) -> tuple[Item, bool]:
         """Stores an uploaded file as an item; (existing item, True) for an exact duplicate."""
-        with self._db.transaction() as session:
+        with self._db.read() as session:
             store.get_dataset(session, organization_id=organization_id, dataset_id=dataset_id)
             replay = self._replayed(session, organization_id, "UploadItem", request_id)
         if replay is not None:

@@ -63,8 +63,9 @@ class Item(Base):
 
 
 class ItemHashBand(Base):
-    """One of the ten bands of an image's perceptual hash: candidates for near-duplicates are the
-    items sharing a band value (pigeonhole), so the lookup never scans the dataset."""
+    """One of the five bands of an image's perceptual hash: candidates for near-duplicates are the
+    items whose band equals a probe key (pigeonhole, see ``domain.BAND_WIDTHS``), so the lookup
+    never scans the dataset."""
 
     __tablename__ = "item_hash_bands"
     __table_args__ = (Index("ix_item_hash_bands_lookup", "organization_id", "dataset_id", "band_key"),)
@@ -74,7 +75,7 @@ class ItemHashBand(Base):
     organization_id: Mapped[str] = mapped_column(String(128))
     dataset_id: Mapped[str] = mapped_column(String(64))
     band_key: Mapped[int] = mapped_column(Integer)
-    """``band << 8 | value``: one indexed column, so a lookup is a single ``IN`` of ten keys."""
+    """``band << 16 | value``: one indexed column, so a lookup is a single ``IN`` of 69 probe keys."""
     perceptual_hash: Mapped[str] = mapped_column(String(16))
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from annocloud_server.common.errors import NotFound
-from annocloud_server.ingestion.domain import band_keys, most_similar
+from annocloud_server.ingestion.domain import band_keys, most_similar, probe_keys
 from annocloud_server.ingestion.models import Dataset, IdempotencyKey, Item, ItemHashBand
 
 
@@ -93,7 +93,7 @@ def find_near_duplicate(
     session: Session, *, organization_id: str, dataset_id: str, phash: int
 ) -> tuple[str, float] | None:
     """The most similar image of the dataset within hamming 9, looked up by band equality only."""
-    keys = band_keys(phash)
+    keys = probe_keys(phash)
     rows = session.execute(
         select(ItemHashBand.item_id, ItemHashBand.perceptual_hash, Item.seq)
         .join(Item, Item.id == ItemHashBand.item_id)
