@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="seed a demo organization, key, dataset and project"
     )
 
+    run = commands.add_parser(
+        "run",
+        help="cluster mode: run one service (or the gateway) in this process; settings from ANNOCLOUD_*",
+    )
+    run.add_argument("service", choices=["ingestion", "tasks", "annotations", "qa", "export", "gateway"])
+
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
     create_key = keys.add_parser("create", help="create an API key and print it (shown once)")
     create_key.add_argument("--data-dir", type=Path, required=True)
@@ -141,6 +147,16 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from annocloud_server.process import run_gateway, run_service
+
+    if args.service == "gateway":
+        run_gateway()
+    else:
+        run_service(args.service)
+    return 0
+
+
 def _create_key(args: argparse.Namespace, out: TextIO) -> int:
     from annocloud_server.gateway.apikeys import ApiKeyStore
 
@@ -219,6 +235,8 @@ def main(
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "run":
+            return _run(args)
         if args.command == "keys":
             return _create_key(args, out)
         if not args.api_key:

@@ -229,6 +229,8 @@ def claim_next(session: Session, *, owner: str, now: datetime, lease: timedelta)
         )
         .order_by(ExportJob.seq)
         .limit(1)
+        # PostgreSQL: two workers never claim one job (READ COMMITTED would let both update it).
+        .with_for_update(skip_locked=True)
     ).scalar_one_or_none()
     if job is None:
         return None

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from annocloud.events.v1 import events_pb2
 from annocloud.tasks.v1 import tasks_pb2
-from sqlalchemy import Select, and_, bindparam, case, delete, exists, func, or_, select
+from sqlalchemy import Select, and_, bindparam, case, delete, exists, func, or_, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
@@ -169,6 +169,8 @@ def create_project(
             schema=convert.schema_to_proto(schema_row),
         ),
     )
+    for dataset_id in sorted(set(spec.dataset_ids)):  # locks in one order: no deadlock between creates
+        _lock_dataset_catalog(session, organization_id=organization_id, dataset_id=dataset_id)
     for dataset_id in spec.dataset_ids:
         _create_tasks_for_dataset(session, writer, project=project, dataset_id=dataset_id)
     return project
@@ -361,9 +363,30 @@ def _create_label_tasks(
     return len(tasks)
 
 
+def _advisory_xact_lock(session: Session, scope: str, key: str) -> None:
+    """PostgreSQL: a lock on (scope, key) held until this transaction ends. SQLite needs none:
+    its writers are serialized."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:scope), hashtext(:key))"),
+            {"scope": scope, "key": key},
+        )
+
+
+def _lock_dataset_catalog(session: Session, *, organization_id: str, dataset_id: str) -> None:
+    """Serializes, per dataset, "an item arrives" with "a project starts labeling the dataset".
+
+    Each side writes its row and then reads the other side's rows. On PostgreSQL (READ COMMITTED)
+    two such transactions at once each miss the other's uncommitted row and the item gets no
+    tasks (write skew). The lock makes the later one wait and then read the earlier one's commit.
+    """
+    _advisory_xact_lock(session, "annocloud.tasks.catalog", f"{organization_id}/{dataset_id}")
+
+
 def _create_tasks_for_dataset(
     session: Session, writer: EventWriter, *, project: Project, dataset_id: str
 ) -> int:
+    _lock_dataset_catalog(session, organization_id=project.organization_id, dataset_id=dataset_id)
     items = session.execute(
         select(CatalogItem)
         .where(
@@ -410,6 +433,7 @@ def record_item(
     session.flush()
     if not wants_label_tasks(near_duplicate_of):
         return 0
+    _lock_dataset_catalog(session, organization_id=organization_id, dataset_id=dataset_id)
     projects = session.execute(
         select(Project)
         .join(ProjectDataset, ProjectDataset.project_id == Project.project_id)
@@ -611,6 +635,9 @@ def lease_next_task(
 ) -> Task:
     """Leases the best task for ``worker``; reclaims a lapsed lease (TaskExpired) when it is the best."""
     get_project(session, organization_id=organization_id, project_id=project_id)
+    # One worker's concurrent leases in a project take turns (PostgreSQL), so the later one sees
+    # the item the earlier one took instead of failing on its item_workers row.
+    _advisory_xact_lock(session, "annocloud.tasks.lease", f"{project_id}/{worker}")
     params = {"organization_id": organization_id, "project_id": project_id, "worker": worker, "now": now}
     queued = session.execute(_PICK_QUEUED, params).scalar_one_or_none()
     lapsed = session.execute(_PICK_LAPSED, params).scalar_one_or_none()
