@@ -3,7 +3,8 @@
 Each service listens on its own gRPC address, keeps its state in its own database (PostgreSQL
 schema or SQLite file) and talks to the others through the configured event bus; the gateway
 reaches services by configured addresses. SIGTERM: health NOT_SERVING, drain calls, finish and
-commit the consumer batch in flight, exit.
+commit the consumer batch in flight, exit. ``ANNOCLOUD_METRICS_ADDRESS`` serves a service's
+Prometheus metrics; the gateway serves them at ``/metrics`` on its HTTP port.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Literal
 
-import grpc
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from annocloud_server.common import faults
 from annocloud_server.common.auth import Authenticator
 from annocloud_server.common.db import sqlite_url
 from annocloud_server.common.events import EventBus
+from annocloud_server.common.metrics import MetricsServer, parse_address
+from annocloud_server.common.server import make_channel
 from annocloud_server.common.telemetry import setup_logging, setup_tracing
 from annocloud_server.runtime import ComponentFactory, start_runtime
 
@@ -63,7 +66,18 @@ class ProcessSettings(BaseSettings):
     service_addresses: str = Field(
         default="", description="Other services: 'tasks=127.0.0.1:50052,ingestion=127.0.0.1:50051,...'."
     )
+    metrics_address: str = Field(
+        default="",
+        description="Services: host:port of the Prometheus /metrics server (empty = off; gateway: on its port).",
+    )
     principal_secret: SecretStr = Field(description="Shared secret signing principals (>= 32 chars).")
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        if value.strip():
+            parse_address(value)
+        return value.strip()
 
     @field_validator("principal_secret")
     @classmethod
@@ -113,6 +127,10 @@ def run_service(
     """Runs one service until SIGTERM/SIGINT (or until ``until`` returns)."""
     settings = settings or ProcessSettings()  # type: ignore[call-arg]
     factory = component_factory(service)
+    try:
+        faults.configure()  # start_runtime would too; here a bad spec ends the start with one line
+    except ValueError as exc:
+        raise SystemExit(f"annocloud {service}: {exc}") from None
     setup_logging()
     setup_tracing(f"annocloud-{service}")
     url = settings.database_url or sqlite_url(str(settings.data_dir / f"{service}.db"))
@@ -126,11 +144,22 @@ def run_service(
         database_url_for=lambda _name: url,
         service_addresses=settings.addresses(),
     )
+    metrics_server = None
+    try:
+        if settings.metrics_address:
+            metrics_server = MetricsServer(settings.metrics_address, runtime.metrics_registry)
+    except BaseException:
+        runtime.stop()
+        raise
     log.info("%s listening on %s", service, runtime.address)
     print(f"annocloud {service}: gRPC on {runtime.address}", flush=True)
+    if metrics_server is not None:
+        print(f"annocloud {service}: metrics on {metrics_server.url}", flush=True)
     until()
     log.info("%s: draining and stopping", service)
     runtime.stop()
+    if metrics_server is not None:
+        metrics_server.stop()
 
 
 def run_gateway(
@@ -151,10 +180,19 @@ def run_gateway(
     missing = [name for name in SERVICE_NAMES if name not in addresses]
     if missing:
         raise SystemExit(f"ANNOCLOUD_SERVICE_ADDRESSES lacks: {', '.join(missing)}")
-    channels = {name: grpc.insecure_channel(address) for name, address in addresses.items()}
+    gateway_settings = GatewaySettings()
+    channels = {
+        name: make_channel(
+            address,
+            unary_timeout=gateway_settings.grpc_deadline_seconds,
+            stream_timeout=gateway_settings.grpc_stream_deadline_seconds,
+            read_attempts=gateway_settings.read_retry_attempts,
+        )
+        for name, address in addresses.items()
+    }
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(
-        GatewaySettings(),
+        gateway_settings,
         channel=channels,
         authenticator=Authenticator(settings.principal_secret.get_secret_value().encode()),
         api_keys=ApiKeyStore(settings.data_dir / "api_keys.json"),

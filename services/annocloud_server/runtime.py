@@ -1,7 +1,9 @@
 """Runs components: one gRPC server, an outbox relay per component, a consumer per component.
 
 The embedded default runs every component in one Runtime; a one-service process runs one. Tests
-use it to start a real service on port 0 with the in-process bus.
+use it to start a real service on port 0 with the in-process bus. Each runtime has its own metrics
+registry (``runtime.metrics_registry``: gRPC server, consumers, outbox, dead letters) and installs
+the fault-injection plan of ``ANNOCLOUD_FAULTS`` (``common/faults.py``) before anything starts.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from prometheus_client import CollectorRegistry
 
+from annocloud_server.common import faults
 from annocloud_server.common.auth import Authenticator
 from annocloud_server.common.blobstore import LocalBlobStore
 from annocloud_server.common.component import Component, ComponentContext
 from annocloud_server.common.db import sqlite_url
 from annocloud_server.common.events import ConsumerRunner, EventBus, OutboxRelay
-from annocloud_server.common.server import GrpcServer, build_server
+from annocloud_server.common.metrics import EventMetrics, GrpcMetrics, new_registry
+from annocloud_server.common.server import GrpcServer, build_server, make_channel
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,7 @@ class Runtime:
     relays: list[OutboxRelay] = field(default_factory=list)
     consumers: list[ConsumerRunner] = field(default_factory=list)
     channels: list[grpc.Channel] = field(default_factory=list)
+    metrics_registry: CollectorRegistry = field(default_factory=new_registry)
 
     @property
     def address(self) -> str:
@@ -83,12 +89,17 @@ def start_runtime(
     address: str = "127.0.0.1:0",
     database_url_for: Callable[[str], str] | None = None,
     service_addresses: dict[str, str] | None = None,
+    metrics_registry: CollectorRegistry | None = None,
 ) -> Runtime:
     """Creates the components, binds one server for all of them and starts relays and consumers.
 
     ``service_addresses`` maps service short names to addresses for services that run elsewhere;
-    the ones started here are reached through this server's own port.
+    the ones started here are reached through this server's own port. ``metrics_registry`` (a
+    fresh one when None) receives the runtime's metrics; pass the gateway's to expose one page.
+    Raises ValueError when ``ANNOCLOUD_FAULTS`` is malformed.
     """
+    faults.configure()
+    registry = metrics_registry if metrics_registry is not None else new_registry()
     data_dir.mkdir(parents=True, exist_ok=True)
     blob_store = LocalBlobStore(data_dir / "blobs")
     relays: list[OutboxRelay] = []
@@ -98,7 +109,7 @@ def start_runtime(
 
     def channel_to(service: str) -> grpc.Channel:
         target = remote.get(service) or f"127.0.0.1:{port_holder['port']}"
-        channel = grpc.insecure_channel(target)
+        channel = make_channel(target)
         channels.append(channel)
         return channel
 
@@ -129,7 +140,7 @@ def start_runtime(
         components.append(factory(ctx))
 
     registrations = [r for c in components for r in c.registrations]
-    server = build_server(registrations, address=address)
+    server = build_server(registrations, address=address, metrics=GrpcMetrics(registry))
     port_holder["port"] = server.port
     consumers: list[ConsumerRunner] = []
     for component in components:
@@ -140,6 +151,14 @@ def start_runtime(
                     component.name, component.db, component.inbox, bus, component.handlers, component.topics
                 )
             )
+    dead_letter_counts = getattr(bus, "dead_letter_counts", None)
+    registry.register(
+        EventMetrics(
+            consumers=consumers,
+            relays=relays,
+            dead_letter_counts=dead_letter_counts if callable(dead_letter_counts) else None,
+        )
+    )
     for relay in relays:
         relay.start()
     for consumer in consumers:
@@ -147,7 +166,7 @@ def start_runtime(
     for component in components:
         for loop in component.background:
             loop.start()
-    return Runtime(components, server, bus, relays, consumers, channels)
+    return Runtime(components, server, bus, relays, consumers, channels, registry)
 
 
 def random_secret() -> bytes:

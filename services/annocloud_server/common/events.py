@@ -8,6 +8,11 @@ transaction together with an inbox row keyed by (consumer, event_id), so a redel
 effect once; it commits its position after processing; an event that keeps failing goes to the
 dead-letter store with the error and can be redriven.
 
+Tracing: ``EventWriter.emit`` stores the W3C trace context of the emitting span in the envelope; the
+consumer applies each event in a CONSUMER span whose parent is that context, so one trace runs from
+a request through every event it causes; the relay publishes each batch in a PRODUCER span linked
+to the events' contexts. Fault points (``faults.hit``) mark where the chaos suite kills a process.
+
 The bus is an interface: ``inprocess.InProcessEventBus`` (embedded default, a durable log in
 SQLite) and a Kafka implementation share these semantics.
 """
@@ -24,7 +29,6 @@ from typing import Protocol
 
 from annocloud.events.v1 import events_pb2
 from google.protobuf.message import DecodeError, Message
-from opentelemetry import propagate
 from sqlalchemy import (
     Column,
     DateTime,
@@ -41,8 +45,10 @@ from sqlalchemy import (
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
+from annocloud_server.common import faults
 from annocloud_server.common.db import Database
 from annocloud_server.common.paging import new_id
+from annocloud_server.common.telemetry import consume_span, inject_trace_context, publish_span
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +142,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def messaging_system(bus: EventBus) -> str:
+    """``kafka`` or ``inprocess``: the bus's ``messaging_system`` (the span attribute)."""
+    return str(getattr(bus, "messaging_system", "annocloud"))
+
+
 class EventWriter:
     """Adds events to a service's outbox inside the caller's transaction."""
 
@@ -165,7 +176,7 @@ class EventWriter:
         )
         envelope.occurred_time.GetCurrentTime()
         carrier: dict[str, str] = {}
-        propagate.inject(carrier)
+        inject_trace_context(carrier)
         envelope.trace_context.update(carrier)
         getattr(envelope, field).CopyFrom(payload)
         session.execute(
@@ -249,6 +260,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._linger = linger
         self._worker = _Worker(f"relay-{name}", self.publish_pending, idle_wait=0.5)
+        self.published = 0
 
     def start(self) -> None:
         self._worker.start()
@@ -271,13 +283,21 @@ class OutboxRelay:
             ).all()
         if not rows:
             return False
-        self._bus.publish([OutgoingRecord(topic=r.topic, key=r.key, value=r.value) for r in rows])
-        with self._db.transaction() as session:
-            session.execute(
-                update(self._outbox)
-                .where(self._outbox.c.id.in_([r.id for r in rows]))
-                .values(published_time=_now())
-            )
+        with publish_span(
+            system=messaging_system(self._bus),
+            relay=self.name,
+            topics=sorted({r.topic for r in rows}),
+            values=[r.value for r in rows],
+        ):
+            self._bus.publish([OutgoingRecord(topic=r.topic, key=r.key, value=r.value) for r in rows])
+            faults.hit("relay.after_ack", self.name)
+            with self._db.transaction() as session:
+                session.execute(
+                    update(self._outbox)
+                    .where(self._outbox.c.id.in_([r.id for r in rows]))
+                    .values(published_time=_now())
+                )
+        self.published += len(rows)
         return True
 
     def backlog(self) -> int:
@@ -314,6 +334,7 @@ class ConsumerRunner:
         self._batch_size = batch_size
         self._linger = linger
         self._subscription: Subscription | None = None
+        self._subscription_lock = threading.Lock()
         self._worker = _Worker(f"consumer-{group}", self.consume_batch, idle_wait=0.0)
         self.applied = 0
         self.duplicates_skipped = 0
@@ -328,9 +349,10 @@ class ConsumerRunner:
             self._subscription.close()
 
     def _sub(self) -> Subscription:
-        if self._subscription is None:
-            self._subscription = self._bus.subscribe(self.group, self._topics)
-        return self._subscription
+        with self._subscription_lock:  # the worker and lag() (metrics, wait_idle) may race here
+            if self._subscription is None:
+                self._subscription = self._bus.subscribe(self.group, self._topics)
+            return self._subscription
 
     def lag(self) -> int:
         return self._sub().lag()
@@ -360,9 +382,11 @@ class ConsumerRunner:
             handler = self._handlers.get(envelope.event_type)
             if handler is not None:
                 pending.append((record, envelope, handler))
-        if pending and not self._apply_batch(pending):
-            for record, envelope, handler in pending:
-                self._apply_with_retries(record, envelope, handler)
+        if pending:
+            if not self._apply_batch(pending):
+                for record, envelope, handler in pending:
+                    self._apply_with_retries(record, envelope, handler)
+            faults.hit("consumer.after_db_commit", self.group)
         subscription.commit(records)
         return True
 
@@ -370,8 +394,8 @@ class ConsumerRunner:
         applied = duplicates = 0
         try:
             with self._db.transaction() as session:
-                for _record, envelope, handler in pending:
-                    if self._apply_in(session, handler, envelope):
+                for record, envelope, handler in pending:
+                    if self._apply_in(session, handler, record, envelope):
                         applied += 1
                     else:
                         duplicates += 1
@@ -388,7 +412,7 @@ class ConsumerRunner:
         last_error = ""
         for attempt in range(1, self._max_attempts + 1):
             try:
-                self._apply_once(handler, envelope)
+                self._apply_once(handler, record, envelope)
                 return
             except Exception as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
@@ -400,25 +424,42 @@ class ConsumerRunner:
         self._bus.dead_letter(self.group, record, last_error)
         self.dead_lettered += 1
 
-    def _apply_once(self, handler: Handler, envelope: events_pb2.EventEnvelope) -> None:
+    def _apply_once(self, handler: Handler, record: Record, envelope: events_pb2.EventEnvelope) -> None:
         with self._db.transaction() as session:
-            fresh = self._apply_in(session, handler, envelope)
+            fresh = self._apply_in(session, handler, record, envelope)
         if fresh:
             self.applied += 1
         else:
             self.duplicates_skipped += 1
 
-    def _apply_in(self, session: Session, handler: Handler, envelope: events_pb2.EventEnvelope) -> bool:
-        """Applies one event inside ``session`` with its inbox row; False when it was applied before."""
-        seen = session.execute(
-            select(self._inbox.c.event_id).where(
-                self._inbox.c.consumer == self.group, self._inbox.c.event_id == envelope.event_id
+    def _apply_in(
+        self, session: Session, handler: Handler, record: Record, envelope: events_pb2.EventEnvelope
+    ) -> bool:
+        """Applies one event inside ``session`` with its inbox row; False when it was applied before.
+
+        Runs in a CONSUMER span whose parent is the emitter's span, so events the handler emits
+        continue the same trace.
+        """
+        with consume_span(
+            envelope,
+            system=messaging_system(self._bus),
+            topic=record.topic,
+            partition=record.partition,
+            group=self.group,
+        ) as span:
+            seen = session.execute(
+                select(self._inbox.c.event_id).where(
+                    self._inbox.c.consumer == self.group, self._inbox.c.event_id == envelope.event_id
+                )
+            ).first()
+            if seen is not None:
+                span.set_attribute("annocloud.inbox.duplicate", True)
+                return False
+            handler(session, envelope)
+            session.execute(
+                insert(self._inbox).values(
+                    consumer=self.group, event_id=envelope.event_id, applied_time=_now()
+                )
             )
-        ).first()
-        if seen is not None:
-            return False
-        handler(session, envelope)
-        session.execute(
-            insert(self._inbox).values(consumer=self.group, event_id=envelope.event_id, applied_time=_now())
-        )
-        return True
+            faults.hit("consumer.before_db_commit", self.group)
+            return True

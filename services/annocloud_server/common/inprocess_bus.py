@@ -69,6 +69,8 @@ _dead_letters = Table(
 class InProcessEventBus:
     """Durable log shared by every service of one process."""
 
+    messaging_system = "inprocess"
+
     def __init__(self, path: str):
         self._db = Database(sqlite_url(path))
         self._db.create_tables(_metadata)
@@ -112,6 +114,16 @@ class InProcessEventBus:
             query = query.where(_dead_letters.c.group_id == group)
         with self._db.read() as session:
             return [dict(row._mapping) for row in session.execute(query)]
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        """Dead letters not yet redriven, per consumer group."""
+        with self._db.read() as session:
+            rows = session.execute(
+                select(_dead_letters.c.group_id, func.count())
+                .where(_dead_letters.c.redrive_time.is_(None))
+                .group_by(_dead_letters.c.group_id)
+            ).all()
+        return {str(group): int(count) for group, count in rows}
 
     def redrive(self, group: str | None = None) -> int:
         """Republishes dead letters to their topics; consumers' inboxes skip groups that had applied them."""

@@ -32,6 +32,7 @@ import os
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -121,6 +122,8 @@ def _is_fatal(exc: BaseException) -> bool:
 
 class KafkaEventBus:
     """An :class:`~annocloud_server.common.events.EventBus` on Apache Kafka."""
+
+    messaging_system = "kafka"
 
     def __init__(
         self,
@@ -248,7 +251,8 @@ class KafkaEventBus:
             producer = self._producer
         try:
             futures = [
-                producer.send(self.physical(r.topic), key=r.key.encode(), value=r.value, headers=r.headers) for r in records
+                producer.send(self.physical(r.topic), key=r.key.encode(), value=r.value, headers=r.headers)
+                for r in records
             ]
             producer.flush(timeout=self._send_timeout)
             failure: BaseException | None = None
@@ -416,6 +420,10 @@ class KafkaEventBus:
         """Dead letters not yet redriven (optionally of one consumer group), oldest first per partition."""
         letters, _, _ = self._pending(group, timeout)
         return letters
+
+    def dead_letter_counts(self, timeout: float = 15.0) -> dict[str, int]:
+        """Dead letters not yet redriven, per consumer group (one read of the dead-letter topic)."""
+        return dict(Counter(str(d["group_id"]) for d in self.dead_letters(None, timeout)))
 
     def redrive(self, group: str | None = None, timeout: float = 15.0) -> int:
         """Republishes dead letters to their original topics, then records the redrive.

@@ -1,4 +1,4 @@
-"""The FastAPI application: ``create_app`` wires settings, gRPC stubs, auth and routes (no globals)."""
+"""The FastAPI application: ``create_app`` wires settings, gRPC stubs, auth, metrics and routes (no globals)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from collections.abc import Mapping
 
 import grpc
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
+from prometheus_client import CollectorRegistry
 
 from annocloud_server.common.auth import Authenticator
+from annocloud_server.common.metrics import HttpMetrics, HttpMetricsMiddleware, new_registry
 from annocloud_server.gateway.apikeys import ApiKeyStore
 from annocloud_server.gateway.errors import install_error_handlers
 from annocloud_server.gateway.grpc_clients import ServiceStubs
@@ -23,14 +25,24 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
+def route_templates(app: FastAPI) -> list[str]:
+    """Every route's full path template (router prefixes included), in matching order."""
+    return [c.path_format for c in iter_route_contexts(app.routes) if c.path_format]
+
+
 def create_app(
     settings: GatewaySettings,
     *,
     channel: grpc.Channel | Mapping[str, grpc.Channel],
     authenticator: Authenticator,
     api_keys: ApiKeyStore,
+    metrics_registry: CollectorRegistry | None = None,
 ) -> FastAPI:
-    """The REST gateway over ``channel`` (one for every service, or one per service short name)."""
+    """The REST gateway over ``channel`` (one for every service, or one per service short name).
+
+    ``GET /metrics`` serves ``metrics_registry`` (a fresh one when None) with the HTTP metrics;
+    the embedded default can pass its runtime's registry to expose everything on one page.
+    """
     app = FastAPI(
         title="annocloud",
         version="1.0.0",
@@ -43,11 +55,17 @@ def create_app(
     app.state.gateway = GatewayState(
         settings=settings, stubs=ServiceStubs(channel), authenticator=authenticator, api_keys=api_keys
     )
+    registry = metrics_registry if metrics_registry is not None else new_registry()
+    app.state.metrics_registry = registry
     install_error_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware,
         max_upload_bytes=settings.max_upload_bytes,
         max_json_bytes=settings.max_json_bytes,
+    )
+    # Added last = outermost: it also sees what the body limit rejects.
+    app.add_middleware(
+        HttpMetricsMiddleware, metrics=HttpMetrics(registry), templates=lambda: route_templates(app)
     )
     app.include_router(health.router)
     for module in (datasets, items, projects, tasks, annotation_routes, qa, exports):

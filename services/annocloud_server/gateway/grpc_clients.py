@@ -1,13 +1,13 @@
 """Stubs of every service and per-request clients that sign the principal into each call.
 
-Every call carries a deadline. Idempotent reads (Get/List) are retried on UNAVAILABLE with a short
-exponential backoff inside the same overall deadline; writes are never retried here (creates are
-idempotent on request_id, so the client may retry them).
+Every call carries a deadline. Idempotent reads (Get/List/Read) are retried on UNAVAILABLE by the
+channel itself (``common.server.make_channel``: gRPC service config with a retryPolicy, inside the
+call's deadline); writes are never retried here (creates are idempotent on request_id, so the
+client may retry them).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -34,17 +34,6 @@ SERVICE_NAMES: dict[str, str] = {
     "export": "annocloud.export.v1.ExportService",
 }
 """Short name → full gRPC service name (the health-check name)."""
-
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.keepalive_time_ms", 30_000),
-]
-
-
-def make_channel(target: str) -> grpc.Channel:
-    """An insecure channel with the gateway's message-size and keepalive options."""
-    return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
 
 
 class ServiceStubs:
@@ -78,9 +67,6 @@ class ServiceStubs:
         return result
 
 
-_RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
-
-
 @dataclass
 class Clients:
     """The stubs bound to one caller: every call is signed and has a deadline."""
@@ -89,7 +75,6 @@ class Clients:
     metadata: tuple[tuple[str, str | bytes], ...]
     deadline: float
     stream_deadline: float
-    read_attempts: int = 3
 
     @property
     def ingestion(self) -> ingestion_pb2_grpc.IngestionServiceStub:
@@ -116,20 +101,8 @@ class Clients:
         return method(request, timeout=self.deadline, metadata=self.metadata)
 
     def read(self, method: grpc.UnaryUnaryMultiCallable[Req, Resp], request: Req) -> Resp:
-        """An idempotent read: retried on UNAVAILABLE within the deadline."""
-        give_up = time.monotonic() + self.deadline
-        delay = 0.05
-        for attempt in range(1, self.read_attempts + 1):
-            remaining = give_up - time.monotonic()
-            try:
-                return method(request, timeout=max(remaining, 0.001), metadata=self.metadata)
-            except grpc.RpcError as exc:
-                code = exc.code() if isinstance(exc, grpc.Call) else None
-                if code not in _RETRYABLE or attempt == self.read_attempts or remaining <= delay:
-                    raise
-            time.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")
+        """An idempotent read; the channel's retry policy retries it on UNAVAILABLE within the deadline."""
+        return method(request, timeout=self.deadline, metadata=self.metadata)
 
     def upload(self, method: grpc.StreamUnaryMultiCallable[Req, Resp], requests: Iterator[Req]) -> Resp:
         """A client-streaming write (uploads), with the streaming deadline."""
@@ -149,6 +122,9 @@ def bind(
     *,
     deadline: float,
     stream_deadline: float,
-    read_attempts: int,
+    read_attempts: int = 0,
 ) -> Clients:
-    return Clients(stubs, authenticator.metadata_for(principal), deadline, stream_deadline, read_attempts)
+    """Clients of ``principal``. ``read_attempts`` is unused: read retries are the channel's
+    (``make_channel(..., read_attempts=...)``); kept until ``deps.get_clients`` stops passing it."""
+    del read_attempts
+    return Clients(stubs, authenticator.metadata_for(principal), deadline, stream_deadline)

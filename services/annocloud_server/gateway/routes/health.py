@@ -1,11 +1,12 @@
-"""Liveness and readiness probes (no authentication)."""
+"""Liveness and readiness probes and the Prometheus metrics page (no authentication)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from annocloud_server.gateway.deps import StateDep
 
@@ -25,3 +26,9 @@ def readyz(state: StateDep) -> JSONResponse:
     ready = all(status == "SERVING" for status in services.values())
     body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "services": services}
     return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    """Prometheus metrics of the gateway (and of whatever else shares its registry)."""
+    return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)
