@@ -1,4 +1,7 @@
-"""Pure export logic: the item record, safe unique file stems, geometry maths and schema lookups."""
+"""Pure export logic: the item record, safe unique file stems and schema lookups.
+
+Geometry maths lives in :mod:`annocloud_server.formats.geometry`, shared with the importers.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +22,10 @@ FORMAT_NAMES: dict[int, str] = {
     export_pb2.EXPORT_FORMAT_PASCAL_VOC: "pascal_voc",
     export_pb2.EXPORT_FORMAT_YOLO: "yolo",
     export_pb2.EXPORT_FORMAT_JSONL: "jsonl",
+    export_pb2.EXPORT_FORMAT_CVAT: "cvat",
+    export_pb2.EXPORT_FORMAT_LABEL_STUDIO: "label_studio",
+    export_pb2.EXPORT_FORMAT_CSV: "csv",
+    export_pb2.EXPORT_FORMAT_YOLO_SEGMENTATION: "yolo_segmentation",
 }
 """Formats the service writes, with the name the manifest uses."""
 
@@ -143,70 +150,6 @@ def region_is_finite(region: annotations_pb2.Region) -> bool:
     return kind == "span"
 
 
-def box_xywh(box: annotations_pb2.Box) -> list[float]:
-    return [box.x, box.y, box.width, box.height]
-
-
-def polygon_flat(polygon: annotations_pb2.Polygon) -> list[float]:
-    """[x1, y1, x2, y2, ...] as COCO segmentation wants it."""
-    flat: list[float] = []
-    for p in polygon.points:
-        flat.extend((p.x, p.y))
-    return flat
-
-
-def polygon_bbox(polygon: annotations_pb2.Polygon) -> list[float]:
-    """[x, y, w, h] of the polygon's bounds."""
-    xs = [p.x for p in polygon.points]
-    ys = [p.y for p in polygon.points]
-    if not xs:
-        return [0.0, 0.0, 0.0, 0.0]
-    return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
-
-
-def polygon_area(polygon: annotations_pb2.Polygon) -> float:
-    """Area by the shoelace formula (absolute value)."""
-    points = polygon.points
-    n = len(points)
-    twice = 0.0
-    for i in range(n):
-        a, b = points[i], points[(i + 1) % n]
-        twice += a.x * b.y - b.x * a.y
-    return abs(twice) / 2.0
-
-
-def keypoints_flat(keypoints: annotations_pb2.Keypoints) -> tuple[list[float], int]:
-    """COCO ``keypoints`` [x, y, v, ...] and ``num_keypoints`` (points with v > 0).
-
-    A point with v = 0 (not labelled) is written as 0, 0, 0 as COCO requires.
-    """
-    flat: list[float] = []
-    labelled = 0
-    for p in keypoints.points:
-        if p.visibility > 0:
-            flat.extend((p.x, p.y, p.visibility))
-            labelled += 1
-        else:
-            flat.extend((0, 0, 0))
-    return flat, labelled
-
-
-def keypoints_bbox(keypoints: annotations_pb2.Keypoints) -> list[float]:
-    """[x, y, w, h] of the labelled (v > 0) points; zeros when none is labelled."""
-    xs = [p.x for p in keypoints.points if p.visibility > 0]
-    ys = [p.y for p in keypoints.points if p.visibility > 0]
-    if not xs:
-        return [0.0, 0.0, 0.0, 0.0]
-    return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
-
-
-def yolo_line(class_id: int, box: annotations_pb2.Box, width: int, height: int) -> str:
-    """``class cx cy w h`` normalised by the image size, 6 decimals, not clipped."""
-    cx = (box.x + box.width / 2.0) / width
-    cy = (box.y + box.height / 2.0) / height
-    return f"{class_id} {cx:.6f} {cy:.6f} {box.width / width:.6f} {box.height / height:.6f}"
-
-
 @dataclass(frozen=True)
 class Category:
     """A COCO category (or YOLO / VOC class) from the schema."""
@@ -215,6 +158,8 @@ class Category:
     name: str
     kind: int
     keypoint_names: tuple[str, ...] = ()
+    attributes: tuple[str, ...] = ()
+    """Names of the label's attribute definitions, in schema order."""
 
 
 @dataclass(frozen=True)
@@ -225,6 +170,10 @@ class SchemaView:
     coco: dict[str, Category] = field(default_factory=dict)
     boxes: dict[str, Category] = field(default_factory=dict)
     """Box labels with 0-based ids (YOLO class ids; VOC label map order)."""
+    polygons: dict[str, Category] = field(default_factory=dict)
+    """Polygon labels with 0-based ids (YOLO segmentation class ids)."""
+    classes: tuple[str, ...] = ()
+    """Classes of the classification question, in schema order."""
 
 
 COCO_KINDS = (tasks_pb2.OBJECT_KIND_BOX, tasks_pb2.OBJECT_KIND_POLYGON, tasks_pb2.OBJECT_KIND_KEYPOINTS)
@@ -237,17 +186,28 @@ _GEOMETRY_OF_KIND = {
 
 
 def schema_view(schema: tasks_pb2.LabelSchema | None) -> SchemaView:
-    """Categories of ``schema``: COCO ids 1.. over BOX/POLYGON/KEYPOINTS labels, box ids 0.."""
+    """Categories of ``schema``: COCO ids 1.. over BOX/POLYGON/KEYPOINTS labels, box and polygon ids 0.."""
     if schema is None:
         return SchemaView()
     coco: dict[str, Category] = {}
     boxes: dict[str, Category] = {}
+    polygons: dict[str, Category] = {}
     for label in schema.objects:
+        attributes = tuple(a.name for a in label.attributes)
         if label.kind in COCO_KINDS and label.name not in coco:
-            coco[label.name] = Category(len(coco) + 1, label.name, label.kind, tuple(label.keypoint_names))
+            keypoint_names = tuple(label.keypoint_names)
+            coco[label.name] = Category(len(coco) + 1, label.name, label.kind, keypoint_names, attributes)
         if label.kind == tasks_pb2.OBJECT_KIND_BOX and label.name not in boxes:
-            boxes[label.name] = Category(len(boxes), label.name, label.kind)
-    return SchemaView(version=schema.version, coco=coco, boxes=boxes)
+            boxes[label.name] = Category(len(boxes), label.name, label.kind, (), attributes)
+        if label.kind == tasks_pb2.OBJECT_KIND_POLYGON and label.name not in polygons:
+            polygons[label.name] = Category(len(polygons), label.name, label.kind, (), attributes)
+    return SchemaView(
+        version=schema.version,
+        coco=coco,
+        boxes=boxes,
+        polygons=polygons,
+        classes=tuple(dict.fromkeys(c.name for c in schema.classes)),
+    )
 
 
 def geometry_matches(category: Category, region: annotations_pb2.Region) -> bool:

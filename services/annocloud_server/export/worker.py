@@ -28,9 +28,10 @@ from annocloud_server.common.events import EventWriter
 from annocloud_server.common.paging import new_id
 from annocloud_server.export import store
 from annocloud_server.export.domain import ExportItem, export_item, schema_view
-from annocloud_server.export.formats import ArtifactInfo, write_artifact
+from annocloud_server.export.formats import write_artifact
 from annocloud_server.export.mapping import export_name, export_to_proto
 from annocloud_server.export.models import ExportJob
+from annocloud_server.export.sink import ArtifactInfo
 
 log = logging.getLogger(__name__)
 

@@ -340,3 +340,39 @@ def test_empty_project_export_succeeds(start_services, channel_to, caller, tmp_p
     coco = COCO(str(tmp_path / "a.json"))
     assert coco.getImgIds() == []
     assert coco.getCatIds() == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "main_file"),
+    [
+        (export_pb2.EXPORT_FORMAT_CVAT, "annotations.xml"),
+        (export_pb2.EXPORT_FORMAT_LABEL_STUDIO, "tasks.json"),
+        (export_pb2.EXPORT_FORMAT_CSV, "labels.csv"),
+        (export_pb2.EXPORT_FORMAT_YOLO_SEGMENTATION, "obj.names"),
+    ],
+)
+def test_new_formats_export_through_the_service(service, caller, fmt: int, main_file: str) -> None:  # type: ignore[no-untyped-def]
+    """CreateExport accepts CVAT, Label Studio, CSV and YOLO segmentation; the artifact imports back."""
+    from annocloud_server.formats.importers import ImportFormat, import_archive
+    from annocloud_server.formats.model import ImportedItem, RowError
+    from annocloud_server.formats.safety import SafeZip
+
+    _, stub = service
+    md = caller(org="acme", roles=(MANAGER,)).md
+    name = stub.CreateExport(
+        export_pb2.CreateExportRequest(parent="projects/p1", format=fmt), metadata=md
+    ).export.name  # type: ignore[arg-type]
+    done = _wait_done(stub, name, md)
+    assert done.state == export_pb2.EXPORT_STATE_DONE
+    archive = SafeZip(io.BytesIO(_download(stub, name, md)))
+    assert main_file in archive.names()
+    assert json.loads(archive.read("manifest.json", max_bytes=1 << 20))["counts"]["items"] == 2
+    back = {
+        export_pb2.EXPORT_FORMAT_CVAT: ImportFormat.CVAT,
+        export_pb2.EXPORT_FORMAT_LABEL_STUDIO: ImportFormat.LABEL_STUDIO,
+    }
+    if fmt in back:
+        records = list(import_archive(archive, back[fmt]))
+        assert not [r for r in records if isinstance(r, RowError)]
+        boxes = [len(r.labels.regions) for r in records if isinstance(r, ImportedItem)]
+        assert boxes == [2, 1]

@@ -10,7 +10,8 @@ from annocloud.common.v1 import common_pb2
 from annocloud.export.v1 import export_pb2
 from annocloud.tasks.v1 import tasks_pb2
 from annocloud_server.export.domain import ExportItem, schema_view
-from annocloud_server.export.formats import ArtifactInfo, ExportResult, write_artifact
+from annocloud_server.export.formats import write_artifact
+from annocloud_server.export.sink import ArtifactInfo, ExportResult
 
 
 def sample_schema(version: int = 2) -> tasks_pb2.LabelSchema:
@@ -125,4 +126,8 @@ FORMATS = (
     export_pb2.EXPORT_FORMAT_PASCAL_VOC,
     export_pb2.EXPORT_FORMAT_YOLO,
     export_pb2.EXPORT_FORMAT_JSONL,
+    export_pb2.EXPORT_FORMAT_CVAT,
+    export_pb2.EXPORT_FORMAT_LABEL_STUDIO,
+    export_pb2.EXPORT_FORMAT_CSV,
+    export_pb2.EXPORT_FORMAT_YOLO_SEGMENTATION,
 )

@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 from annocloud.tasks.v1 import tasks_pb2
-from annocloud_server.export.domain import (
-    StemAllocator,
-    keypoints_bbox,
-    keypoints_flat,
-    polygon_area,
-    polygon_bbox,
-    schema_view,
-    split_file_name,
-    truthy,
-)
+from annocloud_server.export.domain import StemAllocator, schema_view, split_file_name, truthy
+from annocloud_server.formats.geometry import keypoints_bbox, keypoints_flat, polygon_area, polygon_bbox
 from export_samples import keypoints, polygon, sample_schema
 
 

@@ -73,17 +73,19 @@ def test_coco_polygon_area_with_negative_orientation(tmp_path: Path) -> None:
 
 
 def test_yolo_lines_are_normalised_with_six_decimals() -> None:
-    """YOLO labels hold `class cx cy w h` normalised by the image size, class ids from schema box order."""
+    """YOLO labels hold `class cx cy w h` normalised, class ids in schema box order, darknet layout + sizes."""
     archive, result = export(export_pb2.EXPORT_FORMAT_YOLO, sample_items())
-    assert archive.read("labels/street.txt").decode() == "0 0.127500 0.402500 0.150000 0.400000\n"
-    assert archive.read("labels/i2_street.txt").decode() == "1 0.500000 0.500000 1.000000 1.000000\n"
-    assert archive.read("labels/empty_one_.txt") == b""
+    assert archive.read("obj_train_data/street.txt").decode() == "0 0.127500 0.402500 0.150000 0.400000\n"
+    assert archive.read("obj_train_data/i2_street.txt").decode() == "1 0.500000 0.500000 1.000000 1.000000\n"
+    assert archive.read("obj_train_data/empty_one_.txt") == b""
     assert archive.read("obj.names").decode() == "car\nsign\n"
     assert archive.read("train.txt").decode().splitlines() == [
-        "images/street.jpg",
-        "images/i2_street.JPG",
-        "images/empty_one_.png",
+        "./obj_train_data/street.jpg",
+        "./obj_train_data/i2_street.JPG",
+        "./obj_train_data/empty_one_.png",
     ]
+    assert archive.read("images.meta").decode().splitlines()[0] == "street 100 200"
+    assert "classes = 2" in archive.read("obj.data").decode()
     data_yaml = archive.read("data.yaml").decode()
     assert "nc: 2" in data_yaml
     assert '  0: "car"' in data_yaml
@@ -96,7 +98,7 @@ def test_yolo_skips_boxes_of_images_without_size() -> None:
     archive, result = export(
         export_pb2.EXPORT_FORMAT_YOLO, [image_item("a", "a.png", [box("car", 1, 1, 2, 2)], width=0, height=0)]
     )
-    assert archive.read("labels/a.txt") == b""
+    assert archive.read("obj_train_data/a.txt") == b""
     assert (result.annotation_count, result.skipped_region_count) == (0, 1)
 
 
@@ -209,8 +211,16 @@ def test_empty_export_gives_valid_files(fmt: int, tmp_path: Path) -> None:
         assert len(coco.getCatIds()) == 4
     elif fmt == export_pb2.EXPORT_FORMAT_JSONL:
         assert archive.read("items.jsonl") == b""
-    elif fmt == export_pb2.EXPORT_FORMAT_YOLO:
+    elif fmt in (export_pb2.EXPORT_FORMAT_YOLO, export_pb2.EXPORT_FORMAT_YOLO_SEGMENTATION):
         assert archive.read("train.txt") == b""
+    elif fmt == export_pb2.EXPORT_FORMAT_CVAT:
+        root = ET.fromstring(archive.read("annotations.xml"))
+        assert root.findall("image") == []
+        assert root.findtext("version") == "1.1"
+    elif fmt == export_pb2.EXPORT_FORMAT_LABEL_STUDIO:
+        assert json.loads(archive.read("tasks.json")) == []
+    elif fmt == export_pb2.EXPORT_FORMAT_CSV:
+        assert archive.read("labels.csv").decode().count("\r\n") == 1
     else:
         assert archive.read("ImageSets/Main/default.txt") == b""
 
@@ -242,4 +252,4 @@ def test_schema_order_decides_ids() -> None:
     schema.objects.reverse()
     archive, _ = export(export_pb2.EXPORT_FORMAT_YOLO, sample_items(), schema)
     assert archive.read("obj.names").decode() == "sign\ncar\n"
-    assert archive.read("labels/street.txt").decode().startswith("1 ")
+    assert archive.read("obj_train_data/street.txt").decode().startswith("1 ")

@@ -36,6 +36,14 @@ class _ExportFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExportFo
     """YOLO txt, `class cx cy w h` normalised, plus data.yaml."""
     EXPORT_FORMAT_JSONL: _ExportFormat.ValueType  # 4
     """One JSON object per item."""
+    EXPORT_FORMAT_CVAT: _ExportFormat.ValueType  # 5
+    """CVAT for images 1.1 XML (boxes, polygons, skeleton keypoints, tags, attributes)."""
+    EXPORT_FORMAT_LABEL_STUDIO: _ExportFormat.ValueType  # 6
+    """Label Studio JSON tasks (percent coordinates)."""
+    EXPORT_FORMAT_CSV: _ExportFormat.ValueType  # 7
+    """CSV, one row per region, formula-like cells escaped."""
+    EXPORT_FORMAT_YOLO_SEGMENTATION: _ExportFormat.ValueType  # 8
+    """YOLO segmentation txt, `class x1 y1 x2 y2 ...` normalised, for polygon labels."""
 
 class ExportFormat(_ExportFormat, metaclass=_ExportFormatEnumTypeWrapper):
     """Output format."""
@@ -50,6 +58,14 @@ EXPORT_FORMAT_YOLO: ExportFormat.ValueType  # 3
 """YOLO txt, `class cx cy w h` normalised, plus data.yaml."""
 EXPORT_FORMAT_JSONL: ExportFormat.ValueType  # 4
 """One JSON object per item."""
+EXPORT_FORMAT_CVAT: ExportFormat.ValueType  # 5
+"""CVAT for images 1.1 XML (boxes, polygons, skeleton keypoints, tags, attributes)."""
+EXPORT_FORMAT_LABEL_STUDIO: ExportFormat.ValueType  # 6
+"""Label Studio JSON tasks (percent coordinates)."""
+EXPORT_FORMAT_CSV: ExportFormat.ValueType  # 7
+"""CSV, one row per region, formula-like cells escaped."""
+EXPORT_FORMAT_YOLO_SEGMENTATION: ExportFormat.ValueType  # 8
+"""YOLO segmentation txt, `class x1 y1 x2 y2 ...` normalised, for polygon labels."""
 Global___ExportFormat: _TypeAlias = ExportFormat  # noqa: Y015
 
 class _ExportState:
