@@ -1,8 +1,12 @@
-"""The ``annocloud`` command: run the embedded server, manage API keys, call the REST API.
+"""The ``annocloud`` command: run the embedded server or the cluster topology, manage API keys and
+migrations, call the REST API.
 
-``annocloud serve`` runs every service plus the gateway in one process; ``annocloud keys create``
-writes a key into the data directory's ``api_keys.json``; the other commands use the Python SDK
-against ``--url`` (``ANNOCLOUD_URL``) with ``--api-key`` (``ANNOCLOUD_API_KEY``) and print JSON.
+``annocloud serve`` runs every service plus the gateway in one process; ``annocloud run <service>``
+runs one service of the cluster; ``annocloud stack up|down|status`` runs the whole cluster topology as
+processes on 127.0.0.1 (``devstack``); ``annocloud migrate`` applies a service's Alembic migrations;
+``annocloud keys create`` writes a key into the data directory's ``api_keys.json``; the other
+commands use the Python SDK against ``--url`` (``ANNOCLOUD_URL``) with ``--api-key``
+(``ANNOCLOUD_API_KEY``) and print JSON.
 """
 
 from __future__ import annotations
@@ -11,17 +15,22 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 if TYPE_CHECKING:
     from annocloud_sdk import Client
+
+    from annocloud_server.devstack import ClusterStack
+    from annocloud_server.embedded import EmbeddedStack
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 ROLE_CHOICES = ("admin", "manager", "reviewer", "annotator")
 FORMAT_CHOICES = ("coco", "pascal_voc", "yolo", "jsonl")
 TASK_STATES = ("queued", "leased", "completed", "cancelled")
+SERVICE_CHOICES = ("ingestion", "tasks", "annotations", "qa", "export")
 
 ClientFactory = Callable[[str, str], "Client"]
 
@@ -59,7 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="cluster mode: run one service (or the gateway) in this process; settings from ANNOCLOUD_*",
     )
-    run.add_argument("service", choices=["ingestion", "tasks", "annotations", "qa", "export", "gateway"])
+    run.add_argument("service", choices=[*SERVICE_CHOICES, "gateway"])
+
+    migrate = commands.add_parser(
+        "migrate", help="apply a service's Alembic migrations to PostgreSQL (one schema per service)"
+    )
+    migrate.add_argument("service", choices=[*SERVICE_CHOICES, "all"])
+    migrate.add_argument(
+        "--database-url",
+        default=os.environ.get("ANNOCLOUD_DATABASE_URL", ""),
+        help="SQLAlchemy URL; ?schema= picks the schema (default: the service's name); env ANNOCLOUD_DATABASE_URL",
+    )
+    migrate.add_argument("--revision", default="head", help="target revision (one service only)")
+
+    _add_stack_parser(commands)
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
     create_key = keys.add_parser("create", help="create an API key and print it (shown once)")
@@ -121,6 +143,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    return int(raw) if raw.isdigit() else default
+
+
+def _add_stack_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    stack = commands.add_parser(
+        "stack",
+        help="the cluster topology as processes on 127.0.0.1: 5 services + gateway on Kafka/PostgreSQL",
+    ).add_subparsers(dest="action", required=True)
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument(
+        "--stack-dir", type=Path, default=None, help="logs, pidfiles, data (default .cache/stack)"
+    )
+    up = stack.add_parser("up", parents=[where], help="start the stack and leave it running")
+    up.add_argument(
+        "--infra-dir",
+        type=Path,
+        default=Path(os.environ["ANNOCLOUD_INFRA_DIR"]) if os.environ.get("ANNOCLOUD_INFRA_DIR") else None,
+        help="state of PostgreSQL/Kafka/Triton (default .cache/infra; env ANNOCLOUD_INFRA_DIR)",
+    )
+    up.add_argument("--pg-port", type=int, default=_env_int("ANNOCLOUD_PG_PORT", 15432))
+    up.add_argument("--kafka-port", type=int, default=_env_int("ANNOCLOUD_KAFKA_PORT", 19092))
+    up.add_argument(
+        "--kafka-controller-port", type=int, default=_env_int("ANNOCLOUD_KAFKA_CONTROLLER_PORT", 19093)
+    )
+    up.add_argument("--triton-grpc-port", type=int, default=_env_int("ANNOCLOUD_TRITON_GRPC_PORT", 18001))
+    up.add_argument("--no-triton", action="store_true", help="do not start Triton")
+    up.add_argument("--port", type=int, default=8088, help="gateway HTTP port (0: a free one)")
+    up.add_argument(
+        "--grpc-base-port",
+        type=int,
+        default=50061,
+        help="ingestion, tasks, annotations, qa, export: +0..+4 (0: free ports)",
+    )
+    up.add_argument(
+        "--metrics-base-port",
+        type=int,
+        default=9461,
+        help="/metrics of the 5 services: +0..+4 (0: free ports; the gateway serves it on its HTTP port)",
+    )
+    up.add_argument("--database", default="annocloud", help="PostgreSQL database (created when missing)")
+    up.add_argument("--namespace", default="", help="Kafka namespace (prefix of topics and groups)")
+    up.add_argument("--no-demo", action="store_true", help="do not seed the demo organization and keys")
+    up.add_argument("--timeout", type=float, default=180, help="seconds to wait for everything to serve")
+    down = stack.add_parser("down", parents=[where], help="stop the stack's processes (infra stays up)")
+    down.add_argument("--timeout", type=float, default=30, help="seconds before SIGKILL")
+    stack.add_parser("status", parents=[where], help="what runs, and whether it serves (exit 3 if not all)")
+
+
 def _default_client(url: str, api_key: str) -> Client:
     from annocloud_sdk import Client
 
@@ -155,6 +227,140 @@ def _run(args: argparse.Namespace) -> int:
     else:
         run_service(args.service)
     return 0
+
+
+def _migrate(args: argparse.Namespace, out: TextIO) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from annocloud_server.common import migrations
+    from annocloud_server.common.db import schema_of
+
+    url = args.database_url
+    if not url:
+        raise CliError("a database URL is required: --database-url or ANNOCLOUD_DATABASE_URL")
+    services = list(migrations.SERVICES) if args.service == "all" else [args.service]
+    if args.service == "all" and (schema_of(url) or args.revision != "head"):
+        raise CliError(
+            "`migrate all` takes a URL without ?schema= and no --revision (each service has its own)"
+        )
+    try:
+        for service in services:
+            migrations.upgrade(service, url, args.revision)
+            schema = migrations.schema_for(service, url)
+            out.write(f"{service}: schema {schema} at revision {migrations.current(service, url)}\n")
+    except (ValueError, SQLAlchemyError) as exc:
+        raise CliError(f"migrate {args.service}: {exc}") from exc
+    return 0
+
+
+def _stack(args: argparse.Namespace, out: TextIO) -> int:
+    from annocloud_server import devstack
+
+    stack_dir = args.stack_dir or devstack.DEFAULT_STACK_DIR
+    if args.action == "down":
+        outcome = devstack.stop_detached(stack_dir, args.timeout)
+        for name, what in outcome.items():
+            out.write(f"{name}: {what}\n")
+        if not outcome:
+            out.write(f"no stack process runs from {stack_dir}\n")
+        return 0
+    if args.action == "status":
+        return _stack_status(stack_dir, out)
+    running = devstack.detached_pids(stack_dir)
+    if running:
+        if set(running) == set(devstack.PROCESSES):
+            out.write(f"the stack in {stack_dir} is already running\n")
+            return _stack_status(stack_dir, out)
+        raise CliError(
+            f"part of a stack runs from {stack_dir} ({', '.join(running)}): `annocloud stack down` first"
+        )
+    infra_dir = args.infra_dir or devstack.DEFAULT_INFRA_DIR
+    stack = devstack.ClusterStack(
+        stack_dir,
+        postgres=devstack.PostgresServer(port=args.pg_port, infra_dir=infra_dir),
+        kafka=devstack.KafkaBroker(
+            port=args.kafka_port, controller_port=args.kafka_controller_port, infra_dir=infra_dir
+        ),
+        triton=False
+        if args.no_triton
+        else devstack.TritonServer(
+            grpc_port=args.triton_grpc_port,
+            http_port=_env_int("ANNOCLOUD_TRITON_HTTP_PORT", 18000),
+            metrics_port=_env_int("ANNOCLOUD_TRITON_METRICS_PORT", 18002),
+            infra_dir=infra_dir,
+        ),
+        database=args.database,
+        kafka_namespace=args.namespace,
+        http_port=args.port,
+        grpc_ports={
+            s: args.grpc_base_port and args.grpc_base_port + i for i, s in enumerate(devstack.SERVICES)
+        },
+        metrics_ports={
+            s: args.metrics_base_port and args.metrics_base_port + i for i, s in enumerate(devstack.SERVICES)
+        },
+        start_timeout=args.timeout,
+        detach=True,
+    )
+    began = time.monotonic()
+    try:
+        stack.start()
+    except devstack.StackError as exc:
+        raise CliError(f"the stack did not start (logs in {stack.log_dir}):\n{exc}") from exc
+    up_seconds = time.monotonic() - began
+    info = stack.describe()
+    lines = [
+        f"annocloud cluster stack is up in {up_seconds:.1f}s: 5 service processes + the gateway "
+        "(stop them: annocloud stack down)",
+        f"  REST API + docs : {stack.base_url}/docs",
+        "  gRPC            : " + ", ".join(f"{s}={a}" for s, a in stack.addresses.items()),
+        "  metrics         : "
+        + ", ".join(f"{s}={a}" for s, a in stack.metrics_addresses.items())
+        + f", gateway={stack.base_url}/metrics",
+        f"  PostgreSQL      : {stack.database_url} (one schema per service)",
+        f"  Kafka           : {stack.kafka_bootstrap}"
+        + (f" (namespace {stack.kafka_namespace})" if stack.kafka_namespace else ""),
+        f"  Triton          : {info['triton'] or 'not started'}",
+        f"  logs, pids, data: {stack.log_dir}, {stack.pid_dir}, {stack.data_dir}",
+    ]
+    if not args.no_demo:
+        lines += _seed_stack_demo(stack)
+    out.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _seed_stack_demo(stack: ClusterStack) -> list[str]:
+    from annocloud_server.demo_seed import seed_demo
+
+    began = time.monotonic()
+    # seed_demo only uses base_url, api_keys and data_dir, which a ClusterStack has too.
+    keys = seed_demo(cast("EmbeddedStack", stack))
+    lines = [
+        f"  demo data seeded in {time.monotonic() - began:.1f}s; API keys ('Authorization: Bearer <key>'):"
+    ]
+    lines += [f"    {subject:<11} {key}" for subject, key in keys.items()]
+    lines.append(f"  try: curl -H 'Authorization: Bearer {keys['user:admin']}' {stack.base_url}/v1/projects")
+    return lines
+
+
+def _stack_status(stack_dir: Path, out: TextIO) -> int:
+    from annocloud_server import devstack
+
+    state = devstack.read_state(stack_dir)
+    if state is None:
+        out.write(f"no stack was started from {stack_dir}\n")
+        return 3
+    pids = devstack.detached_pids(stack_dir)
+    healthy = 0
+    for name in devstack.PROCESSES:
+        if name == devstack.GATEWAY:
+            where, serving = state["base_url"], devstack.http_ok(f"{state['base_url']}/readyz")
+        else:
+            where = state["grpc"][name]
+            serving = devstack.health_status(where) == "SERVING"
+        pid = f"pid {pids[name]}" if name in pids else "not running"
+        healthy += bool(serving and name in pids)
+        out.write(f"{name:<12} {pid:<12} {where:<24} {'serving' if serving else 'NOT serving'}\n")
+    return 0 if healthy == len(devstack.PROCESSES) else 3
 
 
 def _create_key(args: argparse.Namespace, out: TextIO) -> int:
@@ -239,6 +445,10 @@ def main(
             return _run(args)
         if args.command == "keys":
             return _create_key(args, out)
+        if args.command == "migrate":
+            return _migrate(args, out)
+        if args.command == "stack":
+            return _stack(args, out)
         if not args.api_key:
             raise CliError("an API key is required: --api-key or ANNOCLOUD_API_KEY")
         import httpx

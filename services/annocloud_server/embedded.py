@@ -29,6 +29,7 @@ from annocloud_server.gateway.apikeys import ApiKeyStore
 from annocloud_server.gateway.app import create_app
 from annocloud_server.gateway.settings import GatewaySettings
 from annocloud_server.ingestion.component import create_component as create_ingestion
+from annocloud_server.process import SERVICE_NAMES
 from annocloud_server.qa.component import create_component as create_qa
 from annocloud_server.runtime import ComponentFactory, Runtime, start_runtime
 from annocloud_server.tasks.component import create_component as create_tasks
@@ -62,13 +63,19 @@ def load_or_create_secret(data_dir: Path) -> bytes:
 
 @dataclass
 class EmbeddedStack:
-    """A running embedded annocloud."""
+    """A running embedded annocloud.
+
+    Tests drive it through the same small interface as the cluster's ``devstack.ClusterStack``:
+    ``base_url``, ``api_keys``, ``secret``, ``channel(service)``, ``wait_idle()``, ``restart()``.
+    """
 
     runtime: Runtime
     http_server: uvicorn.Server
     http_thread: threading.Thread
     api_keys: ApiKeyStore
     data_dir: Path
+    secret: bytes
+    """The principal-signing secret (callers of the gRPC APIs sign their principals with it)."""
 
     @property
     def grpc_address(self) -> str:
@@ -79,6 +86,28 @@ class EmbeddedStack:
         sockets = self.http_server.servers[0].sockets
         host, port = sockets[0].getsockname()[:2]
         return f"http://{host}:{port}"
+
+    def channel(self, service: str) -> grpc.Channel:
+        """A channel to ``service`` (one port hosts every service here); closed by :meth:`stop`."""
+        if service not in SERVICE_NAMES:
+            raise ValueError(f"unknown service {service!r}: one of {', '.join(SERVICE_NAMES)}")
+        channel = grpc.insecure_channel(self.runtime.address)
+        self.runtime.channels.append(channel)
+        return channel
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Returns once every outbox is published and every consumer has caught up."""
+        self.runtime.wait_idle(timeout)
+
+    def restart(self) -> None:
+        """Stops everything (in-flight events stay in outboxes or unconsumed) and starts it again
+        on the same data directory and ports."""
+        host, port = self.http_server.servers[0].sockets[0].getsockname()[:2]
+        grpc_port = self.runtime.server.port
+        self.stop()
+        fresh = start_embedded(data_dir=self.data_dir, host=host, port=port, grpc_port=grpc_port)
+        self.runtime, self.http_server, self.http_thread = fresh.runtime, fresh.http_server, fresh.http_thread
+        self.api_keys, self.secret = fresh.api_keys, fresh.secret
 
     def stop(self) -> None:
         self.http_server.should_exit = True
@@ -93,7 +122,8 @@ def start_embedded(
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     setup_tracing("annocloud")
-    authenticator = Authenticator(load_or_create_secret(data_dir))
+    secret = load_or_create_secret(data_dir)
+    authenticator = Authenticator(secret)
     bus = InProcessEventBus(str(data_dir / "events.db"))
     runtime = start_runtime(
         ALL_COMPONENTS,
@@ -118,7 +148,7 @@ def start_embedded(
             runtime.stop()
             raise RuntimeError(f"the gateway could not start on {host}:{port}")
         time.sleep(0.02)
-    return EmbeddedStack(runtime, http_server, thread, api_keys, data_dir)
+    return EmbeddedStack(runtime, http_server, thread, api_keys, data_dir, secret)
 
 
 DEMO_USERS = (

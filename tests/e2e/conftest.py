@@ -1,41 +1,36 @@
-"""A running embedded annocloud (every service + the REST gateway) and API keys for two organizations."""
+"""The running annocloud every end-to-end test gets, in both ways to run it.
+
+``stack`` is parametrized: ``embedded`` (every service and the gateway in this process, SQLite, the
+in-process bus) and ``cluster`` (five service processes and the gateway process on a real Kafka
+broker and a real PostgreSQL; the servers are shared by the session, each test gets its own
+database and Kafka namespace). Tests use only the interface both share (``support.e2e.Stack``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
-from annocloud_server.common.auth import ADMIN, ANNOTATOR, REVIEWER
-from annocloud_server.embedded import EmbeddedStack, start_embedded
+from annocloud_server.embedded import start_embedded
+from support import infra
+from support.e2e import Stack
 
 
-@dataclass
-class Org:
-    admin: httpx.Client
-    annotators: list[httpx.Client]
-    reviewer: httpx.Client
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[EmbeddedStack]:
-    running = start_embedded(data_dir=tmp_path / "data")
-    yield running
-    running.stop()
-
-
-def _client(stack: EmbeddedStack, key: str) -> httpx.Client:
-    return httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
-
-
-def make_org(stack: EmbeddedStack, org: str, annotators: int = 3) -> Org:
-    keys = stack.api_keys
-    return Org(
-        admin=_client(stack, keys.create_key(org, f"user:{org}-admin", [ADMIN])),
-        annotators=[
-            _client(stack, keys.create_key(org, f"user:{org}-ann{i}", [ANNOTATOR])) for i in range(annotators)
-        ],
-        reviewer=_client(stack, keys.create_key(org, f"user:{org}-rev", [REVIEWER])),
-    )
+@pytest.fixture(params=["embedded", "cluster"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    if request.param == "embedded":
+        embedded = start_embedded(data_dir=tmp_path / "data")
+        yield embedded
+        embedded.stop()
+        return
+    cluster = infra.cluster_stack(request.config, tmp_path / "stack")
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        codes = cluster.stop()
+        unclean = {name: code for name, code in codes.items() if code != 0}
+        assert not unclean, f"processes did not exit 0 on SIGTERM: {unclean}\n" + "\n".join(
+            cluster.log_tail(name, 1500) for name in unclean
+        )

@@ -1,4 +1,4 @@
-"""The labeling loop through the gRPC APIs directly (signed principals), on the embedded default."""
+"""The labeling loop through the gRPC APIs directly (signed principals), in both ways to run annocloud."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from annocloud.qa.v1 import qa_pb2, qa_pb2_grpc
 from annocloud.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from annocloud_server.common.auth import ADMIN, ANNOTATOR, Authenticator, make_principal
 from annocloud_server.demo import render_scene, street_schema
-from annocloud_server.embedded import EmbeddedStack, load_or_create_secret
 from google.protobuf import json_format
+from support.e2e import Stack
 
 ITEMS = 10
 
@@ -31,17 +31,16 @@ def _upload(png: bytes, parent: str, file_name: str) -> Iterator[ingestion_pb2.U
         yield ingestion_pb2.UploadItemRequest(chunk=png[start : start + 1000])
 
 
-def test_grpc_loop_two_annotators_to_jsonl_export(stack: EmbeddedStack) -> None:
+def test_grpc_loop_two_annotators_to_jsonl_export(stack: Stack) -> None:
     """Upload by stream, label twice per item over gRPC, QA accepts, the JSONL artifact streams back exactly."""
-    auth = Authenticator(load_or_create_secret(stack.data_dir))
+    auth = Authenticator(stack.secret)
     admin = auth.metadata_for(make_principal("initech", "key:pipeline", [ADMIN]))
     workers = [auth.metadata_for(make_principal("initech", f"user:w{i}", [ANNOTATOR])) for i in range(2)]
-    channel = grpc.insecure_channel(stack.grpc_address)
-    ingestion = ingestion_pb2_grpc.IngestionServiceStub(channel)
-    tasks = tasks_pb2_grpc.TaskServiceStub(channel)
-    annotations = annotations_pb2_grpc.AnnotationServiceStub(channel)
-    qa = qa_pb2_grpc.QaServiceStub(channel)
-    export = export_pb2_grpc.ExportServiceStub(channel)
+    ingestion = ingestion_pb2_grpc.IngestionServiceStub(stack.channel("ingestion"))
+    tasks = tasks_pb2_grpc.TaskServiceStub(stack.channel("tasks"))
+    annotations = annotations_pb2_grpc.AnnotationServiceStub(stack.channel("annotations"))
+    qa = qa_pb2_grpc.QaServiceStub(stack.channel("qa"))
+    export = export_pb2_grpc.ExportServiceStub(stack.channel("export"))
 
     dataset = ingestion.CreateDataset(
         ingestion_pb2.CreateDatasetRequest(
@@ -108,7 +107,7 @@ def test_grpc_loop_two_annotators_to_jsonl_export(stack: EmbeddedStack) -> None:
         assert time.monotonic() < deadline, "items were not accepted"
         time.sleep(0.1)
 
-    stack.runtime.wait_idle()  # exports see what the export service has received (eventual consistency)
+    stack.wait_idle()  # exports see what the export service has received (eventual consistency)
     job = export.CreateExport(
         export_pb2.CreateExportRequest(parent=project.name, format=export_pb2.EXPORT_FORMAT_JSONL),
         metadata=admin,
@@ -138,4 +137,3 @@ def test_grpc_loop_two_annotators_to_jsonl_export(stack: EmbeddedStack) -> None:
     with pytest.raises(grpc.RpcError) as denied:
         tasks.GetProject(tasks_pb2.GetProjectRequest(name=project.name), metadata=other_org)
     assert denied.value.code() == grpc.StatusCode.NOT_FOUND
-    channel.close()

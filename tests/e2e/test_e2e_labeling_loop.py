@@ -1,4 +1,4 @@
-"""The whole labeling loop through REST on the embedded default: ingest, label 3x, QA, export."""
+"""The whole labeling loop through REST, in both ways to run annocloud: ingest, label 3x, QA, export."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from xml.etree import ElementTree
 
 import httpx
 from annocloud_server.demo import Scene, render_scene, street_schema
-from annocloud_server.embedded import EmbeddedStack
-from conftest import Org, make_org
 from pycocotools.coco import COCO
+from support.e2e import Org, Stack, make_org
 
 IMAGES = 50
 
@@ -130,7 +129,7 @@ def export_zip(org: Org, project_id: str, fmt: str) -> zipfile.ZipFile:
     return zipfile.ZipFile(io.BytesIO(response.content))
 
 
-def test_fifty_images_three_annotators_accepted_and_exported(stack: EmbeddedStack, tmp_path: Path) -> None:
+def test_fifty_images_three_annotators_accepted_and_exported(stack: Stack, tmp_path: Path) -> None:
     """50 images x 3 REST annotators -> QA accepts all -> COCO/YOLO/VOC exports hold exactly the truth."""
     org = make_org(stack, "acme")
     scenes = [render_scene(i) for i in range(IMAGES)]
@@ -172,7 +171,7 @@ def test_fifty_images_three_annotators_accepted_and_exported(stack: EmbeddedStac
         want = sorted((b.label, b.x, b.y, b.width, b.height) for b in scene.boxes)
         assert got == want
 
-    stack.runtime.wait_idle()  # the export service receives ItemAccepted asynchronously
+    stack.wait_idle()  # the export service receives ItemAccepted asynchronously
     total_boxes = sum(len(s.boxes) for s in scenes)
     truth_by_file = {s.file_name: s for s in scenes}
 
@@ -194,7 +193,7 @@ def test_fifty_images_three_annotators_accepted_and_exported(stack: EmbeddedStac
     yolo_zip = export_zip(org, project_id, "YOLO")
     names = yolo_zip.read("obj.names").decode().split()
     assert names == ["car", "plate"]
-    label_files = [n for n in yolo_zip.namelist() if n.startswith("labels/") and n.endswith(".txt")]
+    label_files = [n for n in yolo_zip.namelist() if n.startswith("obj_train_data/") and n.endswith(".txt")]
     assert len(label_files) == IMAGES
     for name in label_files:
         scene = truth_by_file[Path(name).stem + ".png"]

@@ -8,8 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from annocloud_server.demo import render_scene
-from annocloud_server.embedded import EmbeddedStack
-from conftest import Org, make_org
+from support.e2e import Org, Stack, make_org
 from test_e2e_labeling_loop import create_street_project, last, ok, scene_labels, wait_for
 
 
@@ -44,7 +43,7 @@ def tie_review(org: Org, project_id: str, by_item: dict[str, Any]) -> tuple[dict
     return review, annotation_a
 
 
-def test_tie_goes_to_review_reject_makes_rework_and_fixed_label_is_accepted(stack: EmbeddedStack) -> None:
+def test_tie_goes_to_review_reject_makes_rework_and_fixed_label_is_accepted(stack: Stack) -> None:
     """A tied vote opens a review; rejecting one vote gives its annotator a rework task; the fix is accepted."""
     org = make_org(stack, "acme")
     scene = render_scene(0)
@@ -83,7 +82,7 @@ def test_tie_goes_to_review_reject_makes_rework_and_fixed_label_is_accepted(stac
     assert accepted[0]["labels"]["classes"] == [scene.time_of_day]
 
 
-def test_bad_labels_are_refused_with_a_reason_and_change_nothing(stack: EmbeddedStack) -> None:
+def test_bad_labels_are_refused_with_a_reason_and_change_nothing(stack: Stack) -> None:
     """NaN, out-of-image and unknown-label submissions get 400 + reason; the task stays leased, no annotation."""
     org = make_org(stack, "acme")
     scene = render_scene(1)
@@ -161,7 +160,7 @@ def _snapshot(client: httpx.Client, ids: dict[str, str]) -> list[Any]:
     return [ok(client.get(path)) for path in paths]
 
 
-def test_every_route_gives_another_organization_404_and_changes_nothing(stack: EmbeddedStack) -> None:
+def test_every_route_gives_another_organization_404_and_changes_nothing(stack: Stack) -> None:
     """Org B using org A's ids on every REST route (from the OpenAPI document) gets 404; A's state is intact."""
     org_a = make_org(stack, "acme")
     org_b = make_org(stack, "globex")
@@ -193,7 +192,7 @@ def test_every_route_gives_another_organization_404_and_changes_nothing(stack: E
         "export": last(export["name"]),
         "version": "1",
     }
-    stack.runtime.wait_idle()
+    stack.wait_idle()
     before = _snapshot(org_a.admin, ids)
 
     spec = ok(org_b.admin.get("/openapi.json"))
@@ -222,12 +221,12 @@ def test_every_route_gives_another_organization_404_and_changes_nothing(stack: E
             checked += 1
     assert leaks == [], "\n".join(leaks)
     assert checked >= 25
-    stack.runtime.wait_idle()
+    stack.wait_idle()
     assert _snapshot(org_a.admin, ids) == before
 
 
 @pytest.mark.parametrize("header", [{}, {"Authorization": "Bearer ak_not-a-key"}])
-def test_requests_without_a_valid_key_get_401(stack: EmbeddedStack, header: dict[str, str]) -> None:
+def test_requests_without_a_valid_key_get_401(stack: Stack, header: dict[str, str]) -> None:
     """No key or an unknown key: 401 with a JSON error, on reads and writes."""
     with httpx.Client(base_url=stack.base_url, headers=header) as client:
         for method, path in (("GET", "/v1/projects"), ("POST", "/v1/datasets")):

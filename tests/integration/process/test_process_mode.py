@@ -1,52 +1,37 @@
-"""One process per service: five service processes + the gateway process, wired by addresses.
+"""One process per service on the SQLite event log: five service processes + the gateway process.
 
-Uses the durable SQLite event log shared by the processes (``ANNOCLOUD_BUS=log``) so it needs no
-broker; the Kafka bus is exercised by the cluster suite. Proves that services cooperate only
-through their gRPC addresses and the bus, and that SIGTERM shuts each one down cleanly.
+The cluster mode (``devstack.ClusterStack``: Kafka + PostgreSQL, the e2e suite's ``[cluster]``
+tests) covers processes on the real infrastructure; this test is the only one of
+``ANNOCLOUD_BUS=log`` with a SQLite file per service, the one-host variant without a broker. It
+proves that services cooperate only through their gRPC addresses and that shared log, and that
+SIGTERM shuts each one down cleanly.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import httpx
 import pytest
 from annocloud_server.common.auth import ADMIN, ANNOTATOR
 from annocloud_server.demo import render_scene, street_schema
+from annocloud_server.devstack import free_port, health_status, http_ok
 from annocloud_server.gateway.apikeys import ApiKeyStore
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 SERVICES = ("ingestion", "tasks", "annotations", "qa", "export")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_serving(address: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                if (
-                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
-                    return
-            except grpc.RpcError:
-                time.sleep(0.2)
-    raise AssertionError(f"service at {address} did not become SERVING")
+    while health_status(address) != "SERVING":
+        assert time.monotonic() < deadline, f"service at {address} did not become SERVING"
+        time.sleep(0.2)
 
 
 class Topology:
@@ -105,12 +90,7 @@ def test_five_service_processes_and_gateway_label_and_export(topology: Topology)
     topology.start("gateway")
     base = f"http://127.0.0.1:{topology.http_port}"
     deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
+    while not http_ok(f"{base}/readyz"):
         assert time.monotonic() < deadline, topology.log_tail("gateway")
         time.sleep(0.2)
     admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin_key}"}, timeout=30)
@@ -154,15 +134,21 @@ def test_five_service_processes_and_gateway_label_and_export(topology: Topology)
     while int(admin.get(f"/v1/projects/{project_id}/quality").json().get("accepted_items", 0)) < 4:
         assert time.monotonic() < deadline + 120, topology.log_tail("qa")
         time.sleep(0.2)
-    time.sleep(1.5)  # the export process receives ItemAccepted through the log (0.5 s polls)
-    export = admin.post(f"/v1/projects/{project_id}/exports", json={"format": "JSONL"}).json()
-    while (state := admin.get(f"/v1/projects/{project_id}/exports/{export['name'].split('/')[-1]}").json())[
-        "state"
-    ] != "EXPORT_STATE_DONE":
-        assert state["state"] != "EXPORT_STATE_FAILED", state
+    # The export process receives ItemAccepted through the log a moment later: an export snapshots
+    # what it has, so export again until it holds all four.
+    while True:
+        export = admin.post(f"/v1/projects/{project_id}/exports", json={"format": "JSONL"}).json()
+        while (
+            state := admin.get(f"/v1/projects/{project_id}/exports/{export['name'].split('/')[-1]}").json()
+        )["state"] != "EXPORT_STATE_DONE":
+            assert state["state"] != "EXPORT_STATE_FAILED", state
+            assert time.monotonic() < deadline + 180, topology.log_tail("export")
+            time.sleep(0.2)
+        if int(state["item_count"]) == 4:
+            break
+        assert int(state["item_count"]) < 4, state
         assert time.monotonic() < deadline + 180, topology.log_tail("export")
-        time.sleep(0.2)
-    assert int(state["item_count"]) == 4
+        time.sleep(0.5)
 
     for process in topology.processes.values():
         process.send_signal(signal.SIGTERM)
