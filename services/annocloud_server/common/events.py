@@ -43,6 +43,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import event as sa_event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from annocloud_server.common import faults
@@ -120,6 +121,11 @@ class Subscription(Protocol):
     def poll(self, max_records: int, timeout: float) -> list[Record]: ...
 
     def commit(self, records: Sequence[Record]) -> None: ...
+
+    def rewind(self, records: Sequence[Record]) -> None:
+        """The next poll delivers ``records`` (and what followed them) again: used when a batch
+        could not be processed and must not be skipped."""
+        ...
 
     def lag(self) -> int: ...
 
@@ -200,6 +206,26 @@ class EventWriter:
         return envelope
 
 
+class ConsumerStopping(Exception):
+    """The consumer was asked to stop while it waited for its database: the batch is abandoned
+    uncommitted (it is delivered again to whoever consumes next)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An infrastructure failure (the database is restarting, a connection dropped, the pool timed
+    out) rather than a problem of the event: retried until it passes, never dead-lettered."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(
+        exc,
+        sa_exc.OperationalError
+        | sa_exc.InterfaceError
+        | sa_exc.TimeoutError
+        | sa_exc.DisconnectionError
+        | ConnectionError,
+    )
+
+
 class _Worker:
     """A daemon thread that runs ``step`` until stopped; ``step`` returns True when it did work."""
 
@@ -218,6 +244,10 @@ class _Worker:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
@@ -230,6 +260,8 @@ class _Worker:
             try:
                 busy = self._step()
                 backoff = 0.05
+            except ConsumerStopping:
+                return
             except Exception:
                 log.exception("%s failed; retrying in %.2fs", self._name, backoff)
                 busy = False
@@ -344,6 +376,9 @@ class ConsumerRunner:
         self._worker.start()
 
     def stop(self) -> None:
+        interrupt = getattr(self._subscription, "interrupt", None)
+        if interrupt is not None:
+            interrupt()  # Kafka: stop waiting for a group join; the batch in flight still commits
         self._worker.stop()
         if self._subscription is not None:
             self._subscription.close()
@@ -371,6 +406,16 @@ class ConsumerRunner:
             records += subscription.poll(self._batch_size - len(records), 0)
         if not records:
             return False
+        try:
+            self._process(records)
+        except BaseException:
+            # Nothing of this batch may be skipped: deliver it again (the inbox skips what was applied).
+            subscription.rewind(records)
+            raise
+        subscription.commit(records)
+        return True
+
+    def _process(self, records: Sequence[Record]) -> None:
         pending: list[tuple[Record, events_pb2.EventEnvelope, Handler]] = []
         for record in records:
             try:
@@ -387,8 +432,6 @@ class ConsumerRunner:
                 for record, envelope, handler in pending:
                     self._apply_with_retries(record, envelope, handler)
             faults.hit("consumer.after_db_commit", self.group)
-        subscription.commit(records)
-        return True
 
     def _apply_batch(self, pending: Sequence[tuple[Record, events_pb2.EventEnvelope, Handler]]) -> bool:
         applied = duplicates = 0
@@ -410,11 +453,25 @@ class ConsumerRunner:
         self, record: Record, envelope: events_pb2.EventEnvelope, handler: Handler
     ) -> None:
         last_error = ""
-        for attempt in range(1, self._max_attempts + 1):
+        attempt = 0
+        outage = 0.0
+        while attempt < self._max_attempts:
             try:
                 self._apply_once(handler, record, envelope)
                 return
             except Exception as exc:
+                if is_transient(exc):
+                    # The database is away (restart, failover): wait for it however long it takes.
+                    # Dead-lettering here would drop a good event on the floor.
+                    if self._worker.stopping:
+                        raise ConsumerStopping(self.group) from exc
+                    if outage == 0.0 or int(outage) % 10 == 0:
+                        log.warning("%s: database unavailable (%s); waiting", self.group, type(exc).__name__)
+                    pause = min(2.0, 0.1 * 2 ** min(outage, 4))
+                    outage += pause
+                    time.sleep(pause)
+                    continue
+                attempt += 1
                 last_error = f"{type(exc).__name__}: {exc}"
                 log.warning(
                     "%s: %s attempt %d failed: %s", self.group, envelope.event_type, attempt, last_error

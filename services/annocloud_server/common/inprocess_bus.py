@@ -211,5 +211,9 @@ class _Subscription:
         end = self._bus.end_offset(self._topics)
         return max(0, end - self._bus._committed(self._group, self._topics)) if end else 0
 
+    def rewind(self, records: Sequence[Record]) -> None:
+        if records:
+            self._position = min(self._position, min(r.offset for r in records) - 1)
+
     def close(self) -> None:
         return None

@@ -470,6 +470,7 @@ class KafkaSubscription:
         self._join_timeout = join_timeout
         self._joined = False
         self._closed = False
+        self._closing = threading.Event()
         self._lock = threading.Lock()
 
     def poll(self, max_records: int, timeout: float) -> list[Record]:
@@ -503,7 +504,7 @@ class KafkaSubscription:
                         self._joined = True
                         deadline = max(deadline, now + 0.5)
                         continue
-                    if now < join_deadline:
+                    if now < join_deadline and not self._closing.is_set():
                         time.sleep(0.01)
                         continue
                     self._joined = True  # an empty assignment is possible: stop waiting for one
@@ -524,6 +525,20 @@ class KafkaSubscription:
         }
         with self._lock:
             self._consumer.commit(offsets=offsets)
+
+    def rewind(self, records: Sequence[Record]) -> None:
+        """Seeks each partition back to its lowest offset in ``records`` (still assigned ones only:
+        a revoked partition restarts from its committed offset at its new owner anyway)."""
+        lowest: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (self._bus.physical(record.topic), record.partition)
+            lowest[key] = min(lowest.get(key, record.offset), record.offset)
+        with self._lock:
+            assigned = set(self._consumer.assignment() or ())
+            for (topic, partition), offset in lowest.items():
+                tp = TopicPartition(topic, partition)
+                if tp in assigned:
+                    self._consumer.seek(tp, offset)
 
     def lag(self) -> int:
         """Records not yet committed: sum over the assigned partitions of end offset - committed."""
@@ -547,7 +562,13 @@ class KafkaSubscription:
                 total += max(0, int(end[tp]) - base)
             return total
 
+    def interrupt(self) -> None:
+        """A poll that is waiting to join the group returns now (shutdown must not wait ~30 s for a
+        rebalance after a crashed predecessor); a batch in flight is not affected."""
+        self._closing.set()
+
     def close(self) -> None:
+        self._closing.set()
         with self._lock:
             if not self._closed:
                 self._closed = True

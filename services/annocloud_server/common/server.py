@@ -222,6 +222,8 @@ def build_server(
             # Clients ping every KEEPALIVE_TIME_MS while calls are open; allow it (default: 5 min).
             ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
             ("grpc.http2.max_ping_strikes", 0),
+            # A port already taken must fail the bind, not be shared silently with another server.
+            ("grpc.so_reuseport", 0),
         ],
     )
     health_servicer = health.HealthServicer()
@@ -320,6 +322,9 @@ def channel_options(**config: Any) -> list[tuple[str, Any]]:
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 0),
         ("grpc.http2.max_pings_without_data", 0),
+        # A restarted peer is found again within seconds (gRPC's default backoff grows to 120 s).
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2000),
     ]
 
 

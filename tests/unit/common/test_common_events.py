@@ -138,3 +138,67 @@ def test_poison_event_is_dead_lettered_and_the_rest_of_its_batch_applies(
         assert session.execute(select(func.count()).select_from(consumer_service.inbox)).scalar_one() == 5
     assert bus.redrive("c") == 1
     assert bus.dead_letters("c") == []
+
+
+def test_a_database_outage_is_waited_out_not_dead_lettered(tmp_path: Path, bus: InProcessEventBus) -> None:
+    """Connection errors are retried until the database is back: every event applies, none is dead-lettered."""
+    from sqlalchemy.exc import OperationalError
+
+    producer, consumer_service = Service(tmp_path, "p"), Service(tmp_path, "c")
+    producer.emit(3)
+    OutboxRelay("p", producer.db, producer.outbox, bus).publish_pending()
+    failures = {"left": 8}  # more than max_attempts: a poison event would have been dead-lettered
+
+    def handler(session: Session, envelope: events_pb2.EventEnvelope) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise OperationalError("SELECT 1", {}, ConnectionError("the database system is shutting down"))
+
+    runner = ConsumerRunner(
+        "c",
+        consumer_service.db,
+        consumer_service.inbox,
+        bus,
+        {INGESTED: handler},
+        [TOPIC_INGESTION],
+        max_attempts=2,
+    )
+    assert runner.consume_batch(timeout=0) is True
+    assert (runner.applied, runner.dead_lettered) == (3, 0)
+    assert bus.dead_letters("c") == []
+
+
+def test_a_batch_that_cannot_be_finished_is_delivered_again(tmp_path: Path, bus: InProcessEventBus) -> None:
+    """A batch that raises (the dead-letter store is down) is not committed and the next poll redelivers it."""
+    producer, consumer_service = Service(tmp_path, "p"), Service(tmp_path, "c")
+    producer.emit(4)
+    OutboxRelay("p", producer.db, producer.outbox, bus).publish_pending()
+    seen: list[str] = []
+
+    def handler(session: Session, envelope: events_pb2.EventEnvelope) -> None:
+        seen.append(envelope.resource_name)
+        if envelope.resource_name.endswith("i2"):
+            raise ValueError("poison")
+
+    def dead_letter_store_down(*_args: object) -> None:
+        raise ConnectionError("dead-letter store unreachable")
+
+    runner = ConsumerRunner(
+        "c",
+        consumer_service.db,
+        consumer_service.inbox,
+        bus,
+        {INGESTED: handler},
+        [TOPIC_INGESTION],
+        max_attempts=1,
+    )
+    real_dead_letter = bus.dead_letter
+    bus.dead_letter = dead_letter_store_down  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        runner.consume_batch(timeout=0)
+    bus.dead_letter = real_dead_letter  # type: ignore[method-assign]
+    assert runner.consume_batch(timeout=0) is True  # the same four records again
+    assert runner.dead_lettered == 1
+    # i0, i1 were applied before i2's dead letter failed: skipped by the inbox now; i3 applies now.
+    assert (runner.applied, runner.duplicates_skipped) == (3, 2)
+    assert len(bus.dead_letters("c")) == 1
