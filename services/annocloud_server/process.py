@@ -9,6 +9,7 @@ Prometheus metrics; the gateway serves them at ``/metrics`` on its HTTP port.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -127,6 +128,8 @@ def run_service(
     """Runs one service until SIGTERM/SIGINT (or until ``until`` returns)."""
     settings = settings or ProcessSettings()  # type: ignore[call-arg]
     factory = component_factory(service)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck shutdown waits for.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         faults.configure()  # start_runtime would too; here a bad spec ends the start with one line
     except ValueError as exc:
@@ -174,6 +177,7 @@ def run_gateway(
     from annocloud_server.gateway.settings import GatewaySettings
 
     settings = settings or ProcessSettings()  # type: ignore[call-arg]
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     setup_logging()
     setup_tracing("annocloud-gateway")
     addresses = settings.addresses()

@@ -65,6 +65,7 @@ ALL_EVENT_TOPICS = (TOPIC_INGESTION, TOPIC_TASKS, TOPIC_ANNOTATIONS, TOPIC_QA, T
 # against the components, so it cannot drift from the code.
 CONSUMER_TOPICS: dict[str, tuple[str, ...]] = {
     "tasks": (TOPIC_INGESTION, TOPIC_ANNOTATIONS, TOPIC_QA),
+    "annotations": (TOPIC_INGESTION,),
     "qa": (TOPIC_TASKS, TOPIC_ANNOTATIONS),
     "export": (TOPIC_TASKS, TOPIC_QA),
 }
@@ -329,7 +330,13 @@ class ClusterStack:
         try:
             return process.popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in %.0fs: SIGKILL", process.name, timeout)
+            log.warning(
+                "%s did not stop in %.0fs: thread dump to its log, then SIGKILL", process.name, timeout
+            )
+            process.popen.send_signal(
+                signal.SIGUSR1
+            )  # faulthandler: every thread's stack, for the post-mortem
+            time.sleep(0.5)
             process.popen.kill()
             return process.popen.wait(30)
 

@@ -16,7 +16,7 @@ from annocloud_server.gateway.errors import install_error_handlers
 from annocloud_server.gateway.grpc_clients import ServiceStubs
 from annocloud_server.gateway.limits import BodyLimitMiddleware
 from annocloud_server.gateway.routes import annotations as annotation_routes
-from annocloud_server.gateway.routes import datasets, exports, health, items, projects, qa, tasks
+from annocloud_server.gateway.routes import datasets, exports, health, imports, items, projects, qa, tasks
 from annocloud_server.gateway.settings import GatewaySettings
 from annocloud_server.gateway.state import GatewayState
 
@@ -68,6 +68,6 @@ def create_app(
         HttpMetricsMiddleware, metrics=HttpMetrics(registry), templates=lambda: route_templates(app)
     )
     app.include_router(health.router)
-    for module in (datasets, items, projects, tasks, annotation_routes, qa, exports):
+    for module in (datasets, items, imports, projects, tasks, annotation_routes, qa, exports):
         app.include_router(module.router, prefix="/v1")
     return app

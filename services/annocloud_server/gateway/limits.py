@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from annocloud_server.gateway.errors import error_body
 
-UPLOAD_SUFFIXES = ("items:upload", "items:importManifest")
+UPLOAD_SUFFIXES = ("items:upload", "items:importManifest", "/imports")
 
 
 class BodyTooLarge(HTTPException):

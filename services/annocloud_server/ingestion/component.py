@@ -9,6 +9,7 @@ from annocloud_server.common.component import Component, ComponentContext
 from annocloud_server.common.db import Database
 from annocloud_server.common.events import TOPIC_INGESTION, EventWriter
 from annocloud_server.common.server import ServiceRegistration
+from annocloud_server.ingestion.import_jobs import ImportJobs
 from annocloud_server.ingestion.ingest import Ingestor
 from annocloud_server.ingestion.models import Base, inbox, outbox
 from annocloud_server.ingestion.servicer import IngestionServicer
@@ -20,7 +21,8 @@ def create_component(ctx: ComponentContext, settings: IngestionSettings | None =
     db.create_tables(Base.metadata)
     writer = EventWriter(outbox, TOPIC_INGESTION, ctx.on_outbox_commit)
     ingestor = Ingestor(db, ctx.blob_store, writer, settings or IngestionSettings.from_env())
-    servicer = IngestionServicer(ctx.authenticator, db, ingestor)
+    imports = ImportJobs(ingestor)
+    servicer = IngestionServicer(ctx.authenticator, db, ingestor, imports)
 
     def add(server: grpc.Server) -> None:
         ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
@@ -31,4 +33,5 @@ def create_component(ctx: ComponentContext, settings: IngestionSettings | None =
         outbox=outbox,
         inbox=inbox,
         registrations=[ServiceRegistration("annocloud.ingestion.v1.IngestionService", add)],
+        background=[imports],
     )

@@ -10,7 +10,7 @@ from google.protobuf import json_format, struct_pb2
 
 from annocloud_server.common.errors import InvalidArgument
 from annocloud_server.common.paging import parse_name
-from annocloud_server.ingestion.models import Dataset, Item
+from annocloud_server.ingestion.models import Dataset, ImportJobRow, Item
 
 DATASET_PATTERN = "datasets/{}"
 ITEM_PATTERN = "datasets/{}/items/{}"
@@ -22,6 +22,15 @@ def dataset_name(dataset_id: str) -> str:
 
 def item_name(dataset_id: str, item_id: str) -> str:
     return f"datasets/{dataset_id}/items/{item_id}"
+
+
+def import_name(dataset_id: str, import_id: str) -> str:
+    return f"datasets/{dataset_id}/imports/{import_id}"
+
+
+def parse_import_name(name: str) -> tuple[str, str]:
+    dataset_id, import_id = parse_name(name, "datasets/{}/imports/{}")
+    return dataset_id, import_id
 
 
 def parse_dataset_name(name: str) -> str:
@@ -72,4 +81,27 @@ def item_to_proto(item: Item) -> ingestion_pb2.Item:
     )
     message.metadata.update(json.loads(item.metadata_json or "{}"))
     message.create_time.FromDatetime(item.create_time)
+    return message
+
+
+def import_job_to_proto(job: ImportJobRow) -> ingestion_pb2.ImportJob:
+    message = ingestion_pb2.ImportJob(
+        name=import_name(job.dataset_id, job.id),
+        format=job.format,  # type: ignore[arg-type]
+        state=job.state,  # type: ignore[arg-type]
+        project=f"projects/{job.project_id}",
+        file_name=job.file_name,
+        size_bytes=job.size_bytes,
+        item_count=job.item_count,
+        duplicate_count=job.duplicate_count,
+        matched_item_count=job.matched_item_count,
+        prediction_count=job.prediction_count,
+        error_count=job.error_count,
+        errors=[ingestion_pb2.ImportRowError(**e) for e in json.loads(job.errors_json or "[]")],
+        failure_reason=job.failure_reason,
+        failure_message=job.failure_message,
+    )
+    message.create_time.FromDatetime(job.create_time)
+    if job.end_time is not None:
+        message.end_time.FromDatetime(job.end_time)
     return message

@@ -63,6 +63,22 @@ class Ingestor:
         self._writer = writer
         self._settings = settings
 
+    @property
+    def db(self) -> Database:
+        return self._db
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self._blobs
+
+    @property
+    def writer(self) -> EventWriter:
+        return self._writer
+
+    @property
+    def settings(self) -> IngestionSettings:
+        return self._settings
+
     # -- datasets ---------------------------------------------------------------------------
 
     def create_dataset(
@@ -92,7 +108,7 @@ class Ingestor:
                 )
             return dataset
 
-        return self._transact(work)
+        return self.transact(work)
 
     # -- items --------------------------------------------------------------------------------
 
@@ -122,7 +138,7 @@ class Ingestor:
                 max_pixels=self._settings.max_image_pixels,
             )
         except AnnocloudError:
-            self._discard_blobs([sha])
+            self.discard_blobs([sha])
             raise
         prepared = Prepared(
             new=store.NewItem(
@@ -158,7 +174,7 @@ class Ingestor:
         """Text records ``(text, metadata_json)``, already validated, as items; all or nothing."""
         with self._db.transaction() as session:
             store.get_dataset(session, organization_id=organization_id, dataset_id=dataset_id)
-        prepared = [self._text_item(text, meta, None, "records") for text, meta in records]
+        prepared = [self.text_item(text, meta, None, "records") for text, meta in records]
         return self._create_items(
             organization_id=organization_id,
             dataset_id=dataset_id,
@@ -187,7 +203,7 @@ class Ingestor:
                 prepared=prepared,
             )
         except BaseException:
-            self._discard_blobs(written)
+            self.discard_blobs(written)
             raise
 
     def read_content(
@@ -204,7 +220,7 @@ class Ingestor:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _text_item(self, text: str, metadata_json: str, file_name: str | None, source: str) -> Prepared:
+    def text_item(self, text: str, metadata_json: str, file_name: str | None, source: str) -> Prepared:
         data = validate_text(text)
         item_id = new_id()
         name = file_name or f"{item_id}.txt"
@@ -226,7 +242,7 @@ class Ingestor:
     def _manifest_item(self, row: ManifestRow, written: list[str]) -> Prepared:
         try:
             if row.text is not None:
-                return self._text_item(row.text, row.metadata_json, row.file_name, "manifest")
+                return self.text_item(row.text, row.metadata_json, row.file_name, "manifest")
             assert row.url is not None
             policy = FetchPolicy(
                 max_bytes=self._settings.max_upload_bytes,
@@ -350,9 +366,9 @@ class Ingestor:
                 )
             return Outcome(items=created, duplicate_count=duplicates, duplicate_of=duplicate_of)
 
-        return self._transact(work)
+        return self.transact(work)
 
-    def _transact(self, work: Callable[[Session], T]) -> T:
+    def transact(self, work: Callable[[Session], T]) -> T:
         """Runs ``work`` in a transaction, once more after a unique-constraint race (the retry sees
         the winner's row: the duplicate item or the earlier request_id)."""
         for attempt in (1, 2):
@@ -365,7 +381,7 @@ class Ingestor:
                 log.info("unique constraint race; retrying once")
         raise AssertionError("unreachable")
 
-    def _discard_blobs(self, shas: Iterable[str]) -> None:
+    def discard_blobs(self, shas: Iterable[str]) -> None:
         """Removes content blobs no item references (after a refused upload or manifest)."""
         pending = sorted(set(shas))
         if not pending:

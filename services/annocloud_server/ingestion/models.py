@@ -39,6 +39,7 @@ class Item(Base):
         UniqueConstraint("organization_id", "dataset_id", "content_sha256"),
         Index("ix_items_org_dataset_seq", "organization_id", "dataset_id", "seq"),
         Index("ix_items_content_sha256", "content_sha256"),
+        Index("ix_items_org_dataset_file_name", "organization_id", "dataset_id", "file_name"),
     )
 
     seq: Mapped[int] = mapped_column(Sequence64, primary_key=True, autoincrement=True)
@@ -89,6 +90,40 @@ class IdempotencyKey(Base):
     request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     result_json: Mapped[str] = mapped_column(Text)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ImportJobRow(Base):
+    """A long-running import: the upload is a blob (``upload_key``) until the job ends."""
+
+    __tablename__ = "import_jobs"
+    __table_args__ = (
+        Index("ix_import_jobs_org_dataset_seq", "organization_id", "dataset_id", "seq"),
+        Index("ix_import_jobs_state_seq", "state", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(Sequence64, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    organization_id: Mapped[str] = mapped_column(String(128))
+    dataset_id: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(String(64))
+    format: Mapped[int] = mapped_column(Integer)
+    state: Mapped[int] = mapped_column(Integer)
+    file_name: Mapped[str] = mapped_column(String(255))
+    upload_key: Mapped[str] = mapped_column(String(512))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    item_count: Mapped[int] = mapped_column(Integer, default=0)
+    duplicate_count: Mapped[int] = mapped_column(Integer, default=0)
+    matched_item_count: Mapped[int] = mapped_column(Integer, default=0)
+    prediction_count: Mapped[int] = mapped_column(Integer, default=0)
+    error_count: Mapped[int] = mapped_column(Integer, default=0)
+    errors_json: Mapped[str] = mapped_column(Text, default="[]")
+    """The first refused rows: ``[{"where", "reason", "message"}, ...]``."""
+    failure_reason: Mapped[str] = mapped_column(String(64), default="")
+    failure_message: Mapped[str] = mapped_column(Text, default="")
+    lease_owner: Mapped[str] = mapped_column(String(64), default="")
+    lease_expire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 outbox = outbox_table(Base.metadata)

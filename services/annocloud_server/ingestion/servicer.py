@@ -10,15 +10,19 @@ from annocloud.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from annocloud_server.common.auth import MANAGERS, READERS, Authenticator
 from annocloud_server.common.db import Database
 from annocloud_server.common.errors import InvalidArgument
-from annocloud_server.common.paging import decode_token, encode_token, page_size
+from annocloud_server.common.paging import decode_token, encode_token, page_size, parse_name
 from annocloud_server.ingestion import domain, store
 from annocloud_server.ingestion.convert import (
     dataset_to_proto,
+    import_job_to_proto,
     item_to_proto,
     parse_dataset_name,
+    parse_import_name,
     parse_item_name,
     struct_to_dict,
 )
+from annocloud_server.ingestion.import_jobs import ImportJobs
+from annocloud_server.ingestion.imports import library_format
 from annocloud_server.ingestion.ingest import Ingestor
 
 
@@ -33,10 +37,11 @@ def _cursor(token: str, key: str, scope: str = "") -> int | None:
 
 
 class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
-    def __init__(self, authenticator: Authenticator, db: Database, ingestor: Ingestor):
+    def __init__(self, authenticator: Authenticator, db: Database, ingestor: Ingestor, imports: ImportJobs):
         self._auth = authenticator
         self._db = db
         self._ingestor = ingestor
+        self._imports = imports
 
     def CreateDataset(
         self, request: ingestion_pb2.CreateDatasetRequest, context: grpc.ServicerContext
@@ -198,3 +203,73 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
                 content_type=content_type if first else "", chunk=chunk
             )
             first = False
+
+    def CreateImport(
+        self, request_iterator: Iterator[ingestion_pb2.CreateImportRequest], context: grpc.ServicerContext
+    ) -> ingestion_pb2.CreateImportResponse:
+        principal = self._auth.require(context, MANAGERS)
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument(
+                "the first message of an import must be the header", reason="HEADER_REQUIRED"
+            )
+        header = first.header
+        dataset_id = parse_dataset_name(header.parent)
+        library_format(header.format)
+        if not header.project:
+            raise InvalidArgument(
+                "project is required: imported labels become its predictions", reason="PROJECT_REQUIRED"
+            )
+        (project_id,) = parse_name(header.project, "projects/{}")
+        file_name = domain.validate_file_name(header.file_name or "upload")
+        request_id = domain.validate_request_id(header.request_id)
+
+        def chunks() -> Iterator[bytes]:
+            for message in request_iterator:
+                if message.WhichOneof("part") != "chunk":
+                    raise InvalidArgument(
+                        "only the first message may carry a header", reason="HEADER_REPEATED"
+                    )
+                yield message.chunk
+
+        job = self._imports.create(
+            organization_id=principal.organization_id,
+            dataset_id=dataset_id,
+            project_id=project_id,
+            fmt=header.format,
+            file_name=file_name,
+            request_id=request_id,
+            chunks=chunks(),
+        )
+        return ingestion_pb2.CreateImportResponse(import_job=import_job_to_proto(job))
+
+    def GetImport(
+        self, request: ingestion_pb2.GetImportRequest, context: grpc.ServicerContext
+    ) -> ingestion_pb2.GetImportResponse:
+        principal = self._auth.require(context, READERS)
+        dataset_id, import_id = parse_import_name(request.name)
+        with self._db.read() as session:
+            job = store.get_import_job(
+                session, organization_id=principal.organization_id, dataset_id=dataset_id, import_id=import_id
+            )
+            return ingestion_pb2.GetImportResponse(import_job=import_job_to_proto(job))
+
+    def ListImports(
+        self, request: ingestion_pb2.ListImportsRequest, context: grpc.ServicerContext
+    ) -> ingestion_pb2.ListImportsResponse:
+        principal = self._auth.require(context, READERS)
+        dataset_id = parse_dataset_name(request.parent)
+        size = page_size(request.page_size)
+        before = _cursor(request.page_token, "before", scope=dataset_id)
+        with self._db.read() as session:
+            store.get_dataset(session, organization_id=principal.organization_id, dataset_id=dataset_id)
+            rows = store.list_import_jobs(
+                session,
+                organization_id=principal.organization_id,
+                dataset_id=dataset_id,
+                limit=size + 1,
+                before_seq=before,
+            )
+            jobs = [import_job_to_proto(j) for j in rows[:size]]
+        token = encode_token({"before": rows[size - 1].seq, "scope": dataset_id}) if len(rows) > size else ""
+        return ingestion_pb2.ListImportsResponse(import_jobs=jobs, next_page_token=token)

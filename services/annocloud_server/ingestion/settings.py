@@ -17,6 +17,10 @@ class IngestionSettings:
     """Largest upload or fetched URL body (``ANNOCLOUD_MAX_UPLOAD_BYTES``)."""
     max_image_pixels: int = 40_000_000
     """Largest width*height decoded; more is a decompression bomb (``ANNOCLOUD_MAX_IMAGE_PIXELS``)."""
+    max_import_bytes: int = 4 * 1024 * MIB
+    """Largest import upload, archive or label file (``ANNOCLOUD_MAX_IMPORT_BYTES``)."""
+    max_import_entries: int = 100_000
+    """Most entries an import zip may have (``ANNOCLOUD_MAX_IMPORT_ENTRIES``)."""
     allowed_private_hosts: frozenset[str] = frozenset()
     """Hosts, IPs or ``ip:port`` pairs URL fetches may reach although they are private or loopback
     (``ANNOCLOUD_INGEST_ALLOWED_PRIVATE_HOSTS``, comma separated). Cloud metadata stays refused."""
@@ -28,6 +32,8 @@ class IngestionSettings:
         return cls(
             max_upload_bytes=_positive_int(source, "ANNOCLOUD_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             max_image_pixels=_positive_int(source, "ANNOCLOUD_MAX_IMAGE_PIXELS", cls.max_image_pixels),
+            max_import_bytes=_positive_int(source, "ANNOCLOUD_MAX_IMPORT_BYTES", cls.max_import_bytes),
+            max_import_entries=_positive_int(source, "ANNOCLOUD_MAX_IMPORT_ENTRIES", cls.max_import_entries),
             allowed_private_hosts=frozenset(h.strip().lower() for h in hosts.split(",") if h.strip()),
         )
 

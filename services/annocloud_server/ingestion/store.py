@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from annocloud_server.common.errors import NotFound
 from annocloud_server.ingestion.domain import band_keys, most_similar, probe_keys
-from annocloud_server.ingestion.models import Dataset, IdempotencyKey, Item, ItemHashBand
+from annocloud_server.ingestion.models import Dataset, IdempotencyKey, ImportJobRow, Item, ItemHashBand
 
 
 def now() -> datetime:
@@ -209,3 +209,94 @@ def list_items(
     if after_seq is not None:
         query = query.where(Item.seq > after_seq)
     return list(session.scalars(query.order_by(Item.seq).limit(limit)))
+
+
+def find_items_by_file_name(
+    session: Session, *, organization_id: str, dataset_id: str, file_name: str, limit: int = 2
+) -> list[Item]:
+    """Items of the dataset with this file name (an import matches labels to them); at most ``limit``."""
+    query = select(Item).where(
+        Item.organization_id == organization_id,
+        Item.dataset_id == dataset_id,
+        Item.file_name == file_name,
+    )
+    return list(session.scalars(query.order_by(Item.seq).limit(limit)))
+
+
+# -- import jobs ------------------------------------------------------------------------------
+
+
+def add_import_job(session: Session, *, job: ImportJobRow) -> ImportJobRow:
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_import_job(
+    session: Session, *, organization_id: str, dataset_id: str, import_id: str
+) -> ImportJobRow:
+    job = session.scalars(
+        select(ImportJobRow).where(
+            ImportJobRow.organization_id == organization_id,
+            ImportJobRow.dataset_id == dataset_id,
+            ImportJobRow.id == import_id,
+        )
+    ).first()
+    if job is None:
+        raise NotFound(
+            f"import datasets/{dataset_id}/imports/{import_id} not found", reason="IMPORT_NOT_FOUND"
+        )
+    return job
+
+
+def list_import_jobs(
+    session: Session, *, organization_id: str, dataset_id: str, limit: int, before_seq: int | None
+) -> list[ImportJobRow]:
+    """Newest first."""
+    query = select(ImportJobRow).where(
+        ImportJobRow.organization_id == organization_id, ImportJobRow.dataset_id == dataset_id
+    )
+    if before_seq is not None:
+        query = query.where(ImportJobRow.seq < before_seq)
+    return list(session.scalars(query.order_by(ImportJobRow.seq.desc()).limit(limit)))
+
+
+def claim_import_job(
+    session: Session, *, owner: str, now: datetime, lease: timedelta, pending: int, running: int
+) -> ImportJobRow | None:
+    """Takes the oldest PENDING job, or a RUNNING one whose worker's lease ran out (compare-and-set)."""
+    candidates = session.scalars(
+        select(ImportJobRow)
+        .where(
+            (ImportJobRow.state == pending)
+            | ((ImportJobRow.state == running) & (ImportJobRow.lease_expire_time < now))
+        )
+        .order_by(ImportJobRow.seq)
+        .limit(5)
+    ).all()
+    for job in candidates:
+        claimed = session.execute(
+            update(ImportJobRow)
+            .where(
+                ImportJobRow.seq == job.seq,
+                ImportJobRow.state == job.state,
+                ImportJobRow.lease_owner == job.lease_owner,
+            )
+            .values(state=running, lease_owner=owner, lease_expire_time=now + lease)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(claimed, "rowcount", 0) == 1:
+            session.refresh(job)
+            return job
+    return None
+
+
+def hold_import_job(session: Session, *, seq: int, owner: str, until: datetime, running: int) -> bool:
+    """Renews the lease; False when another worker took the job over (or it ended)."""
+    result = session.execute(
+        update(ImportJobRow)
+        .where(ImportJobRow.seq == seq, ImportJobRow.lease_owner == owner, ImportJobRow.state == running)
+        .values(lease_expire_time=until)
+        .execution_options(synchronize_session=False)
+    )
+    return getattr(result, "rowcount", 0) == 1

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import pytest
 from annocloud_server.common.errors import InvalidArgument
-from annocloud_server.ingestion.fetch import FetchPolicy, fetch, is_forbidden_address, vet_url
+from annocloud_server.ingestion.fetch import (
+    FetchPolicy,
+    fetch,
+    is_forbidden_address,
+    literal_address,
+    vet_url,
+)
 
 POLICY = FetchPolicy(max_bytes=1024)
 
@@ -33,6 +41,18 @@ POLICY = FetchPolicy(max_bytes=1024)
         "http://224.0.0.1/",
         "http://240.0.0.1/",
         "https://[::]/",
+        "http://0/",
+        "http://0x7f.0x0.0x0.0x1/",
+        "http://127.0.0.1./",
+        "http://foo.localhost./",
+        "http://localhost/",
+        "http://[0:0:0:0:0:ffff:127.0.0.1]/",
+        "http://[::ffff:7f00:1]/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://[::127.0.0.1]/",
+        "http://[64:ff9b::7f00:1]/",
+        "http://[64:ff9b:1::a9fe:a9fe]/",
+        "http://[2002:7f00:1::]/",
     ],
 )
 def test_non_public_addresses_are_refused(url: str) -> None:
@@ -70,3 +90,43 @@ def test_allow_list_by_ip_and_port() -> None:
     with pytest.raises(InvalidArgument) as err:
         vet_url(httpx.URL("http://169.254.169.254/"), any_port)
     assert "metadata" in err.value.message
+
+
+def test_a_name_resolving_to_any_private_address_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resolver stub answers a public and a loopback address for one name: every answer is vetted,
+    so the name is refused (no lookup leaves the process)."""
+
+    def resolve(host: str, port: int, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        assert host == "mixed.example"
+        return [(2, 1, 6, "", ("8.8.8.8", port)), (2, 1, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    with pytest.raises(InvalidArgument) as err:
+        vet_url(httpx.URL("http://mixed.example/a.png"), POLICY)
+    assert err.value.reason == "URL_REFUSED"
+
+
+def test_a_name_resolving_to_metadata_in_ipv6_spelling_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name whose only answer is the metadata address spelled as IPv4-mapped IPv6 is refused even when
+    the name is allow-listed."""
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, port, *a, **k: [(10, 1, 6, "", ("::ffff:169.254.169.254", port, 0, 0))],
+    )
+    allowed = FetchPolicy(max_bytes=1, allowed_private_hosts=frozenset({"meta.example"}))
+    with pytest.raises(InvalidArgument) as err:
+        vet_url(httpx.URL("http://meta.example/"), allowed)
+    assert "metadata" in err.value.message
+
+
+@pytest.mark.parametrize("host", ["0177.0.0.1", "0x7f.1", "2130706433", "127.1", "0", "[::ffff:7f00:1]"])
+def test_numeric_spellings_are_addresses_without_a_lookup(host: str) -> None:
+    """Every numeric spelling of loopback is read as an address by the guard itself (no DNS), and a
+    fetch of it is URL_REFUSED whether httpx accepts the spelling or not."""
+    address = literal_address(host)
+    assert address is not None
+    assert is_forbidden_address(address)
+    with pytest.raises(InvalidArgument) as err:
+        fetch(f"http://{host}/x", POLICY, lambda chunks: b"".join(chunks))
+    assert err.value.reason == "URL_REFUSED"

@@ -31,7 +31,7 @@ from annocloud.tasks.v1 import tasks_pb2 as annocloud_dot_tasks_dot_v1_dot_tasks
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n annocloud/events/v1/events.proto\x12\x13\x61nnocloud.events.v1\x1a*annocloud/annotations/v1/annotations.proto\x1a annocloud/common/v1/common.proto\x1a annocloud/export/v1/export.proto\x1a&annocloud/ingestion/v1/ingestion.proto\x1a\x18\x61nnocloud/qa/v1/qa.proto\x1a\x1e\x61nnocloud/tasks/v1/tasks.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\n\n\rEventEnvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x31\n\roccurred_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rresource_name\x18\x05 \x01(\t\x12\x19\n\x11\x61ggregate_version\x18\x06 \x01(\x03\x12K\n\rtrace_context\x18\x07 \x03(\x0b\x32\x34.annocloud.events.v1.EventEnvelope.TraceContextEntry\x12:\n\ritem_ingested\x18\n \x01(\x0b\x32!.annocloud.events.v1.ItemIngestedH\x00\x12M\n\x17item_duplicate_detected\x18\x0b \x01(\x0b\x32*.annocloud.events.v1.ItemDuplicateDetectedH\x00\x12>\n\x0fproject_created\x18\x14 \x01(\x0b\x32#.annocloud.events.v1.ProjectCreatedH\x00\x12K\n\x16label_schema_published\x18\x15 \x01(\x0b\x32).annocloud.events.v1.LabelSchemaPublishedH\x00\x12I\n\x15project_dataset_added\x18\x16 \x01(\x0b\x32(.annocloud.events.v1.ProjectDatasetAddedH\x00\x12\x38\n\x0ctask_created\x18\x17 \x01(\x0b\x32 .annocloud.events.v1.TaskCreatedH\x00\x12\x36\n\x0btask_leased\x18\x18 \x01(\x0b\x32\x1f.annocloud.events.v1.TaskLeasedH\x00\x12<\n\x0etask_completed\x18\x19 \x01(\x0b\x32\".annocloud.events.v1.TaskCompletedH\x00\x12\x38\n\x0ctask_expired\x18\x1a \x01(\x0b\x32 .annocloud.events.v1.TaskExpiredH\x00\x12H\n\x14\x61nnotation_submitted\x18\x1e \x01(\x0b\x32(.annocloud.events.v1.AnnotationSubmittedH\x00\x12\x44\n\x12\x61nnotation_revised\x18\x1f \x01(\x0b\x32&.annocloud.events.v1.AnnotationRevisedH\x00\x12:\n\ritem_accepted\x18( \x01(\x0b\x32!.annocloud.events.v1.ItemAcceptedH\x00\x12@\n\x10rework_requested\x18) \x01(\x0b\x32$.annocloud.events.v1.ReworkRequestedH\x00\x12\x44\n\x13item_sent_to_review\x18* \x01(\x0b\x32%.annocloud.events.v1.ItemSentToReviewH\x00\x12@\n\x10\x65xport_completed\x18\x32 \x01(\x0b\x32$.annocloud.events.v1.ExportCompletedH\x00\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07payload\":\n\x0cItemIngested\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.annocloud.ingestion.v1.Item\"_\n\x15ItemDuplicateDetected\x12\x33\n\rexisting_item\x18\x01 \x01(\x0b\x32\x1c.annocloud.ingestion.v1.Item\x12\x11\n\tfile_name\x18\x02 \x01(\t\"o\n\x0eProjectCreated\x12,\n\x07project\x18\x01 \x01(\x0b\x32\x1b.annocloud.tasks.v1.Project\x12/\n\x06schema\x18\x02 \x01(\x0b\x32\x1f.annocloud.tasks.v1.LabelSchema\"X\n\x14LabelSchemaPublished\x12\x0f\n\x07project\x18\x01 \x01(\t\x12/\n\x06schema\x18\x02 \x01(\x0b\x32\x1f.annocloud.tasks.v1.LabelSchema\"T\n\x13ProjectDatasetAdded\x12,\n\x07project\x18\x01 \x01(\x0b\x32\x1b.annocloud.tasks.v1.Project\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\"5\n\x0bTaskCreated\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.annocloud.tasks.v1.Task\"4\n\nTaskLeased\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.annocloud.tasks.v1.Task\"K\n\rTaskCompleted\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.annocloud.tasks.v1.Task\x12\x12\n\nannotation\x18\x02 \x01(\t\"E\n\x0bTaskExpired\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.annocloud.tasks.v1.Task\x12\x0e\n\x06worker\x18\x02 \x01(\t\"\x8f\x01\n\x0bItemContext\x12\x0c\n\x04item\x18\x01 \x01(\t\x12\x32\n\nmedia_type\x18\x02 \x01(\x0e\x32\x1e.annocloud.common.v1.MediaType\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x0c\n\x04text\x18\x06 \x01(\t\"\xd7\x01\n\x13\x41nnotationSubmitted\x12\x38\n\nannotation\x18\x01 \x01(\x0b\x32$.annocloud.annotations.v1.Annotation\x12\x12\n\nredundancy\x18\x02 \x01(\x05\x12.\n\x04item\x18\x03 \x01(\x0b\x32 .annocloud.events.v1.ItemContext\x12/\n\ttask_kind\x18\x04 \x01(\x0e\x32\x1c.annocloud.tasks.v1.TaskKind\x12\x11\n\trework_of\x18\x05 \x01(\t\"M\n\x11\x41nnotationRevised\x12\x38\n\nannotation\x18\x01 \x01(\x0b\x32$.annocloud.annotations.v1.Annotation\"v\n\x0cItemAccepted\x12\x36\n\x0e\x61\x63\x63\x65pted_label\x18\x01 \x01(\x0b\x32\x1e.annocloud.qa.v1.AcceptedLabel\x12.\n\x04item\x18\x02 \x01(\x0b\x32 .annocloud.events.v1.ItemContext\"\x86\x01\n\x0fReworkRequested\x12\x12\n\nannotation\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x11\n\tannotator\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\x04item\x18\x05 \x01(\x0b\x32 .annocloud.events.v1.ItemContext\";\n\x10ItemSentToReview\x12\'\n\x06review\x18\x01 \x01(\x0b\x32\x17.annocloud.qa.v1.Review\">\n\x0f\x45xportCompleted\x12+\n\x06\x65xport\x18\x01 \x01(\x0b\x32\x1b.annocloud.export.v1.Exportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n annocloud/events/v1/events.proto\x12\x13\x61nnocloud.events.v1\x1a*annocloud/annotations/v1/annotations.proto\x1a annocloud/common/v1/common.proto\x1a annocloud/export/v1/export.proto\x1a&annocloud/ingestion/v1/ingestion.proto\x1a\x18\x61nnocloud/qa/v1/qa.proto\x1a\x1e\x61nnocloud/tasks/v1/tasks.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdd\n\n\rEventEnvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x31\n\roccurred_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rresource_name\x18\x05 \x01(\t\x12\x19\n\x11\x61ggregate_version\x18\x06 \x01(\x03\x12K\n\rtrace_context\x18\x07 \x03(\x0b\x32\x34.annocloud.events.v1.EventEnvelope.TraceContextEntry\x12:\n\ritem_ingested\x18\n \x01(\x0b\x32!.annocloud.events.v1.ItemIngestedH\x00\x12M\n\x17item_duplicate_detected\x18\x0b \x01(\x0b\x32*.annocloud.events.v1.ItemDuplicateDetectedH\x00\x12>\n\x0flabels_imported\x18\x0c \x01(\x0b\x32#.annocloud.events.v1.LabelsImportedH\x00\x12>\n\x0fproject_created\x18\x14 \x01(\x0b\x32#.annocloud.events.v1.ProjectCreatedH\x00\x12K\n\x16label_schema_published\x18\x15 \x01(\x0b\x32).annocloud.events.v1.LabelSchemaPublishedH\x00\x12I\n\x15project_dataset_added\x18\x16 \x01(\x0b\x32(.annocloud.events.v1.ProjectDatasetAddedH\x00\x12\x38\n\x0ctask_created\x18\x17 \x01(\x0b\x32 .annocloud.events.v1.TaskCreatedH\x00\x12\x36\n\x0btask_leased\x18\x18 \x01(\x0b\x32\x1f.annocloud.events.v1.TaskLeasedH\x00\x12<\n\x0etask_completed\x18\x19 \x01(\x0b\x32\".annocloud.events.v1.TaskCompletedH\x00\x12\x38\n\x0ctask_expired\x18\x1a \x01(\x0b\x32 .annocloud.events.v1.TaskExpiredH\x00\x12H\n\x14\x61nnotation_submitted\x18\x1e \x01(\x0b\x32(.annocloud.events.v1.AnnotationSubmittedH\x00\x12\x44\n\x12\x61nnotation_revised\x18\x1f \x01(\x0b\x32&.annocloud.events.v1.AnnotationRevisedH\x00\x12:\n\ritem_accepted\x18( \x01(\x0b\x32!.annocloud.events.v1.ItemAcceptedH\x00\x12@\n\x10rework_requested\x18) \x01(\x0b\x32$.annocloud.events.v1.ReworkRequestedH\x00\x12\x44\n\x13item_sent_to_review\x18* \x01(\x0b\x32%.annocloud.events.v1.ItemSentToReviewH\x00\x12@\n\x10\x65xport_completed\x18\x32 \x01(\x0b\x32$.annocloud.events.v1.ExportCompletedH\x00\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07payload\":\n\x0cItemIngested\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.annocloud.ingestion.v1.Item\"_\n\x15ItemDuplicateDetected\x12\x33\n\rexisting_item\x18\x01 \x01(\x0b\x32\x1c.annocloud.ingestion.v1.Item\x12\x11\n\tfile_name\x18\x02 \x01(\t\"\xd8\x01\n\x0eLabelsImported\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.annocloud.ingestion.v1.Item\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x12\n\nimport_job\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x30\n\x06labels\x18\x07 \x01(\x0b\x32 .annocloud.annotations.v1.Labels\x12\x0e\n\x06source\x18\x08 \x01(\t\"o\n\x0eProjectCreated\x12,\n\x07project\x18\x01 \x01(\x0b\x32\x1b.annocloud.tasks.v1.Project\x12/\n\x06schema\x18\x02 \x01(\x0b\x32\x1f.annocloud.tasks.v1.LabelSchema\"X\n\x14LabelSchemaPublished\x12\x0f\n\x07project\x18\x01 \x01(\t\x12/\n\x06schema\x18\x02 \x01(\x0b\x32\x1f.annocloud.tasks.v1.LabelSchema\"T\n\x13ProjectDatasetAdded\x12,\n\x07project\x18\x01 \x01(\x0b\x32\x1b.annocloud.tasks.v1.Project\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\"5\n\x0bTaskCreated\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.annocloud.tasks.v1.Task\"4\n\nTaskLeased\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.annocloud.tasks.v1.Task\"K\n\rTaskCompleted\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.annocloud.tasks.v1.Task\x12\x12\n\nannotation\x18\x02 \x01(\t\"E\n\x0bTaskExpired\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.annocloud.tasks.v1.Task\x12\x0e\n\x06worker\x18\x02 \x01(\t\"\x8f\x01\n\x0bItemContext\x12\x0c\n\x04item\x18\x01 \x01(\t\x12\x32\n\nmedia_type\x18\x02 \x01(\x0e\x32\x1e.annocloud.common.v1.MediaType\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x0c\n\x04text\x18\x06 \x01(\t\"\xd7\x01\n\x13\x41nnotationSubmitted\x12\x38\n\nannotation\x18\x01 \x01(\x0b\x32$.annocloud.annotations.v1.Annotation\x12\x12\n\nredundancy\x18\x02 \x01(\x05\x12.\n\x04item\x18\x03 \x01(\x0b\x32 .annocloud.events.v1.ItemContext\x12/\n\ttask_kind\x18\x04 \x01(\x0e\x32\x1c.annocloud.tasks.v1.TaskKind\x12\x11\n\trework_of\x18\x05 \x01(\t\"M\n\x11\x41nnotationRevised\x12\x38\n\nannotation\x18\x01 \x01(\x0b\x32$.annocloud.annotations.v1.Annotation\"v\n\x0cItemAccepted\x12\x36\n\x0e\x61\x63\x63\x65pted_label\x18\x01 \x01(\x0b\x32\x1e.annocloud.qa.v1.AcceptedLabel\x12.\n\x04item\x18\x02 \x01(\x0b\x32 .annocloud.events.v1.ItemContext\"\x86\x01\n\x0fReworkRequested\x12\x12\n\nannotation\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x11\n\tannotator\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\x04item\x18\x05 \x01(\x0b\x32 .annocloud.events.v1.ItemContext\";\n\x10ItemSentToReview\x12\'\n\x06review\x18\x01 \x01(\x0b\x32\x17.annocloud.qa.v1.Review\">\n\x0f\x45xportCompleted\x12+\n\x06\x65xport\x18\x01 \x01(\x0b\x32\x1b.annocloud.export.v1.Exportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,39 +41,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENTENVELOPE_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_EVENTENVELOPE_TRACECONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_EVENTENVELOPE']._serialized_start=301
-  _globals['_EVENTENVELOPE']._serialized_end=1610
-  _globals['_EVENTENVELOPE_TRACECONTEXTENTRY']._serialized_start=1548
-  _globals['_EVENTENVELOPE_TRACECONTEXTENTRY']._serialized_end=1599
-  _globals['_ITEMINGESTED']._serialized_start=1612
-  _globals['_ITEMINGESTED']._serialized_end=1670
-  _globals['_ITEMDUPLICATEDETECTED']._serialized_start=1672
-  _globals['_ITEMDUPLICATEDETECTED']._serialized_end=1767
-  _globals['_PROJECTCREATED']._serialized_start=1769
-  _globals['_PROJECTCREATED']._serialized_end=1880
-  _globals['_LABELSCHEMAPUBLISHED']._serialized_start=1882
-  _globals['_LABELSCHEMAPUBLISHED']._serialized_end=1970
-  _globals['_PROJECTDATASETADDED']._serialized_start=1972
-  _globals['_PROJECTDATASETADDED']._serialized_end=2056
-  _globals['_TASKCREATED']._serialized_start=2058
-  _globals['_TASKCREATED']._serialized_end=2111
-  _globals['_TASKLEASED']._serialized_start=2113
-  _globals['_TASKLEASED']._serialized_end=2165
-  _globals['_TASKCOMPLETED']._serialized_start=2167
-  _globals['_TASKCOMPLETED']._serialized_end=2242
-  _globals['_TASKEXPIRED']._serialized_start=2244
-  _globals['_TASKEXPIRED']._serialized_end=2313
-  _globals['_ITEMCONTEXT']._serialized_start=2316
-  _globals['_ITEMCONTEXT']._serialized_end=2459
-  _globals['_ANNOTATIONSUBMITTED']._serialized_start=2462
-  _globals['_ANNOTATIONSUBMITTED']._serialized_end=2677
-  _globals['_ANNOTATIONREVISED']._serialized_start=2679
-  _globals['_ANNOTATIONREVISED']._serialized_end=2756
-  _globals['_ITEMACCEPTED']._serialized_start=2758
-  _globals['_ITEMACCEPTED']._serialized_end=2876
-  _globals['_REWORKREQUESTED']._serialized_start=2879
-  _globals['_REWORKREQUESTED']._serialized_end=3013
-  _globals['_ITEMSENTTOREVIEW']._serialized_start=3015
-  _globals['_ITEMSENTTOREVIEW']._serialized_end=3074
-  _globals['_EXPORTCOMPLETED']._serialized_start=3076
-  _globals['_EXPORTCOMPLETED']._serialized_end=3138
+  _globals['_EVENTENVELOPE']._serialized_end=1674
+  _globals['_EVENTENVELOPE_TRACECONTEXTENTRY']._serialized_start=1612
+  _globals['_EVENTENVELOPE_TRACECONTEXTENTRY']._serialized_end=1663
+  _globals['_ITEMINGESTED']._serialized_start=1676
+  _globals['_ITEMINGESTED']._serialized_end=1734
+  _globals['_ITEMDUPLICATEDETECTED']._serialized_start=1736
+  _globals['_ITEMDUPLICATEDETECTED']._serialized_end=1831
+  _globals['_LABELSIMPORTED']._serialized_start=1834
+  _globals['_LABELSIMPORTED']._serialized_end=2050
+  _globals['_PROJECTCREATED']._serialized_start=2052
+  _globals['_PROJECTCREATED']._serialized_end=2163
+  _globals['_LABELSCHEMAPUBLISHED']._serialized_start=2165
+  _globals['_LABELSCHEMAPUBLISHED']._serialized_end=2253
+  _globals['_PROJECTDATASETADDED']._serialized_start=2255
+  _globals['_PROJECTDATASETADDED']._serialized_end=2339
+  _globals['_TASKCREATED']._serialized_start=2341
+  _globals['_TASKCREATED']._serialized_end=2394
+  _globals['_TASKLEASED']._serialized_start=2396
+  _globals['_TASKLEASED']._serialized_end=2448
+  _globals['_TASKCOMPLETED']._serialized_start=2450
+  _globals['_TASKCOMPLETED']._serialized_end=2525
+  _globals['_TASKEXPIRED']._serialized_start=2527
+  _globals['_TASKEXPIRED']._serialized_end=2596
+  _globals['_ITEMCONTEXT']._serialized_start=2599
+  _globals['_ITEMCONTEXT']._serialized_end=2742
+  _globals['_ANNOTATIONSUBMITTED']._serialized_start=2745
+  _globals['_ANNOTATIONSUBMITTED']._serialized_end=2960
+  _globals['_ANNOTATIONREVISED']._serialized_start=2962
+  _globals['_ANNOTATIONREVISED']._serialized_end=3039
+  _globals['_ITEMACCEPTED']._serialized_start=3041
+  _globals['_ITEMACCEPTED']._serialized_end=3159
+  _globals['_REWORKREQUESTED']._serialized_start=3162
+  _globals['_REWORKREQUESTED']._serialized_end=3296
+  _globals['_ITEMSENTTOREVIEW']._serialized_start=3298
+  _globals['_ITEMSENTTOREVIEW']._serialized_end=3357
+  _globals['_EXPORTCOMPLETED']._serialized_start=3359
+  _globals['_EXPORTCOMPLETED']._serialized_end=3421
 # @@protoc_insertion_point(module_scope)

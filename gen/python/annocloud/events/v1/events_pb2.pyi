@@ -62,6 +62,7 @@ class EventEnvelope(_message.Message):
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     ITEM_INGESTED_FIELD_NUMBER: _builtins.int
     ITEM_DUPLICATE_DETECTED_FIELD_NUMBER: _builtins.int
+    LABELS_IMPORTED_FIELD_NUMBER: _builtins.int
     PROJECT_CREATED_FIELD_NUMBER: _builtins.int
     LABEL_SCHEMA_PUBLISHED_FIELD_NUMBER: _builtins.int
     PROJECT_DATASET_ADDED_FIELD_NUMBER: _builtins.int
@@ -99,6 +100,10 @@ class EventEnvelope(_message.Message):
 
     @_builtins.property
     def item_duplicate_detected(self) -> Global___ItemDuplicateDetected:
+        """ingestion"""
+
+    @_builtins.property
+    def labels_imported(self) -> Global___LabelsImported:
         """ingestion"""
 
     @_builtins.property
@@ -165,6 +170,7 @@ class EventEnvelope(_message.Message):
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         item_ingested: Global___ItemIngested | None = ...,
         item_duplicate_detected: Global___ItemDuplicateDetected | None = ...,
+        labels_imported: Global___LabelsImported | None = ...,
         project_created: Global___ProjectCreated | None = ...,
         label_schema_published: Global___LabelSchemaPublished | None = ...,
         project_dataset_added: Global___ProjectDatasetAdded | None = ...,
@@ -179,11 +185,11 @@ class EventEnvelope(_message.Message):
         item_sent_to_review: Global___ItemSentToReview | None = ...,
         export_completed: Global___ExportCompleted | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["annotation_revised", b"annotation_revised", "annotation_submitted", b"annotation_submitted", "export_completed", b"export_completed", "item_accepted", b"item_accepted", "item_duplicate_detected", b"item_duplicate_detected", "item_ingested", b"item_ingested", "item_sent_to_review", b"item_sent_to_review", "label_schema_published", b"label_schema_published", "occurred_time", b"occurred_time", "payload", b"payload", "project_created", b"project_created", "project_dataset_added", b"project_dataset_added", "rework_requested", b"rework_requested", "task_completed", b"task_completed", "task_created", b"task_created", "task_expired", b"task_expired", "task_leased", b"task_leased"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["annotation_revised", b"annotation_revised", "annotation_submitted", b"annotation_submitted", "export_completed", b"export_completed", "item_accepted", b"item_accepted", "item_duplicate_detected", b"item_duplicate_detected", "item_ingested", b"item_ingested", "item_sent_to_review", b"item_sent_to_review", "label_schema_published", b"label_schema_published", "labels_imported", b"labels_imported", "occurred_time", b"occurred_time", "payload", b"payload", "project_created", b"project_created", "project_dataset_added", b"project_dataset_added", "rework_requested", b"rework_requested", "task_completed", b"task_completed", "task_created", b"task_created", "task_expired", b"task_expired", "task_leased", b"task_leased"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_version", b"aggregate_version", "annotation_revised", b"annotation_revised", "annotation_submitted", b"annotation_submitted", "event_id", b"event_id", "event_type", b"event_type", "export_completed", b"export_completed", "item_accepted", b"item_accepted", "item_duplicate_detected", b"item_duplicate_detected", "item_ingested", b"item_ingested", "item_sent_to_review", b"item_sent_to_review", "label_schema_published", b"label_schema_published", "occurred_time", b"occurred_time", "payload", b"payload", "project_created", b"project_created", "project_dataset_added", b"project_dataset_added", "resource_name", b"resource_name", "rework_requested", b"rework_requested", "task_completed", b"task_completed", "task_created", b"task_created", "task_expired", b"task_expired", "task_leased", b"task_leased", "tenant_id", b"tenant_id", "trace_context", b"trace_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_version", b"aggregate_version", "annotation_revised", b"annotation_revised", "annotation_submitted", b"annotation_submitted", "event_id", b"event_id", "event_type", b"event_type", "export_completed", b"export_completed", "item_accepted", b"item_accepted", "item_duplicate_detected", b"item_duplicate_detected", "item_ingested", b"item_ingested", "item_sent_to_review", b"item_sent_to_review", "label_schema_published", b"label_schema_published", "labels_imported", b"labels_imported", "occurred_time", b"occurred_time", "payload", b"payload", "project_created", b"project_created", "project_dataset_added", b"project_dataset_added", "resource_name", b"resource_name", "rework_requested", b"rework_requested", "task_completed", b"task_completed", "task_created", b"task_created", "task_expired", b"task_expired", "task_leased", b"task_leased", "tenant_id", b"tenant_id", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["item_ingested", "item_duplicate_detected", "project_created", "label_schema_published", "project_dataset_added", "task_created", "task_leased", "task_completed", "task_expired", "annotation_submitted", "annotation_revised", "item_accepted", "rework_requested", "item_sent_to_review", "export_completed"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["item_ingested", "item_duplicate_detected", "labels_imported", "project_created", "label_schema_published", "project_dataset_added", "task_created", "task_leased", "task_completed", "task_expired", "annotation_submitted", "annotation_revised", "item_accepted", "rework_requested", "item_sent_to_review", "export_completed"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -240,6 +246,60 @@ class ItemDuplicateDetected(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ItemDuplicateDetected: _TypeAlias = ItemDuplicateDetected  # noqa: Y015
+
+@_typing.final
+class LabelsImported(_message.Message):
+    """An import job delivered labels for an item; annotations stores them as a prediction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    IMPORT_JOB_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    """`projects/{project}` the prediction belongs to."""
+    import_job: _builtins.str
+    """`datasets/{dataset}/imports/{import}`."""
+    model: _builtins.str
+    """Provenance: `import:<format>`, e.g. `import:coco`."""
+    model_version: _builtins.str
+    """Provenance: the import job id."""
+    score: _builtins.float
+    """1.0: imported labels are taken as given."""
+    source: _builtins.str
+    """Where in the source the labels were found."""
+    @_builtins.property
+    def item(self) -> _ingestion_pb2.Item:
+        """The item (created by the import or matched by file name)."""
+
+    @_builtins.property
+    def labels(self) -> _annotations_pb2.Labels:
+        """The labels."""
+
+    def __init__(
+        self,
+        *,
+        item: _ingestion_pb2.Item | None = ...,
+        project: _builtins.str = ...,
+        import_job: _builtins.str = ...,
+        model: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        score: _builtins.float = ...,
+        labels: _annotations_pb2.Labels | None = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "labels", b"labels"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_job", b"import_job", "item", b"item", "labels", b"labels", "model", b"model", "model_version", b"model_version", "project", b"project", "score", b"score", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelsImported: _TypeAlias = LabelsImported  # noqa: Y015
 
 @_typing.final
 class ProjectCreated(_message.Message):

@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,6 +21,82 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ImportFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ImportFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImportFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IMPORT_FORMAT_UNSPECIFIED: _ImportFormat.ValueType  # 0
+    """Not set (refused)."""
+    IMPORT_FORMAT_COCO: _ImportFormat.ValueType  # 1
+    """COCO instances JSON (boxes, polygons, RLE, keypoints)."""
+    IMPORT_FORMAT_PASCAL_VOC: _ImportFormat.ValueType  # 2
+    """Pascal VOC XML (archive only)."""
+    IMPORT_FORMAT_YOLO: _ImportFormat.ValueType  # 3
+    """YOLO detection txt (archive only)."""
+    IMPORT_FORMAT_YOLO_SEGMENTATION: _ImportFormat.ValueType  # 4
+    """YOLO segmentation txt (archive only)."""
+    IMPORT_FORMAT_CVAT: _ImportFormat.ValueType  # 5
+    """CVAT for images 1.1 XML."""
+    IMPORT_FORMAT_LABEL_STUDIO: _ImportFormat.ValueType  # 6
+    """Label Studio JSON task list."""
+    IMPORT_FORMAT_JSONL: _ImportFormat.ValueType  # 7
+    """annocloud JSONL."""
+
+class ImportFormat(_ImportFormat, metaclass=_ImportFormatEnumTypeWrapper):
+    """Label formats an import job reads."""
+
+IMPORT_FORMAT_UNSPECIFIED: ImportFormat.ValueType  # 0
+"""Not set (refused)."""
+IMPORT_FORMAT_COCO: ImportFormat.ValueType  # 1
+"""COCO instances JSON (boxes, polygons, RLE, keypoints)."""
+IMPORT_FORMAT_PASCAL_VOC: ImportFormat.ValueType  # 2
+"""Pascal VOC XML (archive only)."""
+IMPORT_FORMAT_YOLO: ImportFormat.ValueType  # 3
+"""YOLO detection txt (archive only)."""
+IMPORT_FORMAT_YOLO_SEGMENTATION: ImportFormat.ValueType  # 4
+"""YOLO segmentation txt (archive only)."""
+IMPORT_FORMAT_CVAT: ImportFormat.ValueType  # 5
+"""CVAT for images 1.1 XML."""
+IMPORT_FORMAT_LABEL_STUDIO: ImportFormat.ValueType  # 6
+"""Label Studio JSON task list."""
+IMPORT_FORMAT_JSONL: ImportFormat.ValueType  # 7
+"""annocloud JSONL."""
+Global___ImportFormat: _TypeAlias = ImportFormat  # noqa: Y015
+
+class _ImportState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ImportStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImportState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IMPORT_STATE_UNSPECIFIED: _ImportState.ValueType  # 0
+    """Not set."""
+    IMPORT_STATE_PENDING: _ImportState.ValueType  # 1
+    """Waiting for a worker."""
+    IMPORT_STATE_RUNNING: _ImportState.ValueType  # 2
+    """Being validated or written."""
+    IMPORT_STATE_SUCCEEDED: _ImportState.ValueType  # 3
+    """Everything was written."""
+    IMPORT_STATE_FAILED: _ImportState.ValueType  # 4
+    """Nothing was written; see failure_reason and errors."""
+
+class ImportState(_ImportState, metaclass=_ImportStateEnumTypeWrapper):
+    """Where an import job is."""
+
+IMPORT_STATE_UNSPECIFIED: ImportState.ValueType  # 0
+"""Not set."""
+IMPORT_STATE_PENDING: ImportState.ValueType  # 1
+"""Waiting for a worker."""
+IMPORT_STATE_RUNNING: ImportState.ValueType  # 2
+"""Being validated or written."""
+IMPORT_STATE_SUCCEEDED: ImportState.ValueType  # 3
+"""Everything was written."""
+IMPORT_STATE_FAILED: ImportState.ValueType  # 4
+"""Nothing was written; see failure_reason and errors."""
+Global___ImportState: _TypeAlias = ImportState  # noqa: Y015
 
 @_typing.final
 class Dataset(_message.Message):
@@ -686,3 +763,317 @@ class ReadItemContentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReadItemContentResponse: _TypeAlias = ReadItemContentResponse  # noqa: Y015
+
+@_typing.final
+class ImportRowError(_message.Message):
+    """One row, region or file of an import that was refused."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WHERE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    where: _builtins.str
+    """File and row, e.g. `annotations.json: annotations[3] (id 17)`."""
+    reason: _builtins.str
+    """Machine-readable reason, e.g. BAD_GEOMETRY, UNKNOWN_LABEL, MEDIA_MISSING."""
+    message: _builtins.str
+    """Human-readable explanation."""
+    def __init__(
+        self,
+        *,
+        where: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "reason", b"reason", "where", b"where"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportRowError: _TypeAlias = ImportRowError  # noqa: Y015
+
+@_typing.final
+class ImportJob(_message.Message):
+    """A long-running import of labels (and media) into a dataset."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    ITEM_COUNT_FIELD_NUMBER: _builtins.int
+    DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
+    MATCHED_ITEM_COUNT_FIELD_NUMBER: _builtins.int
+    PREDICTION_COUNT_FIELD_NUMBER: _builtins.int
+    ERROR_COUNT_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    FAILURE_MESSAGE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `datasets/{dataset}/imports/{import}`."""
+    format: Global___ImportFormat.ValueType
+    """Format of the labels."""
+    state: Global___ImportState.ValueType
+    """Current state."""
+    project: _builtins.str
+    """`projects/{project}`: the imported labels become its predictions."""
+    file_name: _builtins.str
+    """Name of the uploaded file."""
+    size_bytes: _builtins.int
+    """Size of the upload in bytes."""
+    item_count: _builtins.int
+    """Items created."""
+    duplicate_count: _builtins.int
+    """Media that were exact duplicates of existing items (their labels go to those items)."""
+    matched_item_count: _builtins.int
+    """Labels attached to items that already existed (matched by file name)."""
+    prediction_count: _builtins.int
+    """Predictions delivered to the annotations service."""
+    error_count: _builtins.int
+    """Number of refused rows (all of them, also those not listed in errors)."""
+    failure_reason: _builtins.str
+    """Why the job failed: IMPORT_INVALID (see errors) or the reason of a refused source."""
+    failure_message: _builtins.str
+    """Human-readable failure."""
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportRowError]:
+        """The first refused rows (at most 100)."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the job was created."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When the job ended."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        format: Global___ImportFormat.ValueType = ...,
+        state: Global___ImportState.ValueType = ...,
+        project: _builtins.str = ...,
+        file_name: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        item_count: _builtins.int = ...,
+        duplicate_count: _builtins.int = ...,
+        matched_item_count: _builtins.int = ...,
+        prediction_count: _builtins.int = ...,
+        error_count: _builtins.int = ...,
+        errors: _abc.Iterable[Global___ImportRowError] | None = ...,
+        failure_reason: _builtins.str = ...,
+        failure_message: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "duplicate_count", b"duplicate_count", "end_time", b"end_time", "error_count", b"error_count", "errors", b"errors", "failure_message", b"failure_message", "failure_reason", b"failure_reason", "file_name", b"file_name", "format", b"format", "item_count", b"item_count", "matched_item_count", b"matched_item_count", "name", b"name", "prediction_count", b"prediction_count", "project", b"project", "size_bytes", b"size_bytes", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportJob: _TypeAlias = ImportJob  # noqa: Y015
+
+@_typing.final
+class CreateImportHeader(_message.Message):
+    """Header of an import upload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`datasets/{dataset}`."""
+    format: Global___ImportFormat.ValueType
+    """Format of the labels."""
+    project: _builtins.str
+    """`projects/{project}` receiving the labels as predictions."""
+    file_name: _builtins.str
+    """Name of the uploaded file (for the job's record)."""
+    request_id: _builtins.str
+    """Idempotency key."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        format: Global___ImportFormat.ValueType = ...,
+        project: _builtins.str = ...,
+        file_name: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_name", b"file_name", "format", b"format", "parent", b"parent", "project", b"project", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateImportHeader: _TypeAlias = CreateImportHeader  # noqa: Y015
+
+@_typing.final
+class CreateImportRequest(_message.Message):
+    """One message of an import upload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """Bytes of the zip archive or label file, in order."""
+    @_builtins.property
+    def header(self) -> Global___CreateImportHeader:
+        """Header."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___CreateImportHeader | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___CreateImportRequest: _TypeAlias = CreateImportRequest  # noqa: Y015
+
+@_typing.final
+class CreateImportResponse(_message.Message):
+    """Response for CreateImport."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMPORT_JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def import_job(self) -> Global___ImportJob:
+        """The job (PENDING); poll GetImport until SUCCEEDED or FAILED."""
+
+    def __init__(
+        self,
+        *,
+        import_job: Global___ImportJob | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["import_job", b"import_job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_job", b"import_job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateImportResponse: _TypeAlias = CreateImportResponse  # noqa: Y015
+
+@_typing.final
+class GetImportRequest(_message.Message):
+    """Request for GetImport."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`datasets/{dataset}/imports/{import}`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetImportRequest: _TypeAlias = GetImportRequest  # noqa: Y015
+
+@_typing.final
+class GetImportResponse(_message.Message):
+    """Response for GetImport."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMPORT_JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def import_job(self) -> Global___ImportJob:
+        """The job."""
+
+    def __init__(
+        self,
+        *,
+        import_job: Global___ImportJob | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["import_job", b"import_job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_job", b"import_job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetImportResponse: _TypeAlias = GetImportResponse  # noqa: Y015
+
+@_typing.final
+class ListImportsRequest(_message.Message):
+    """Request for ListImports."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`datasets/{dataset}`."""
+    page_size: _builtins.int
+    """At most this many (default 50, maximum 1000)."""
+    page_token: _builtins.str
+    """From a previous next_page_token."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListImportsRequest: _TypeAlias = ListImportsRequest  # noqa: Y015
+
+@_typing.final
+class ListImportsResponse(_message.Message):
+    """Response for ListImports."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMPORT_JOBS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def import_jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportJob]:
+        """One page of jobs, newest first."""
+
+    def __init__(
+        self,
+        *,
+        import_jobs: _abc.Iterable[Global___ImportJob] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_jobs", b"import_jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListImportsResponse: _TypeAlias = ListImportsResponse  # noqa: Y015

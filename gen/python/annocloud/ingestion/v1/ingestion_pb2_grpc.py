@@ -81,6 +81,21 @@ class IngestionServiceStub:
                 request_serializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ReadItemContentRequest.SerializeToString,
                 response_deserializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ReadItemContentResponse.FromString,
                 _registered_method=True)
+        self.CreateImport = channel.stream_unary(
+                '/annocloud.ingestion.v1.IngestionService/CreateImport',
+                request_serializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.CreateImportRequest.SerializeToString,
+                response_deserializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.CreateImportResponse.FromString,
+                _registered_method=True)
+        self.GetImport = channel.unary_unary(
+                '/annocloud.ingestion.v1.IngestionService/GetImport',
+                request_serializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.GetImportRequest.SerializeToString,
+                response_deserializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.GetImportResponse.FromString,
+                _registered_method=True)
+        self.ListImports = channel.unary_unary(
+                '/annocloud.ingestion.v1.IngestionService/ListImports',
+                request_serializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListImportsRequest.SerializeToString,
+                response_deserializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListImportsResponse.FromString,
+                _registered_method=True)
 
 
 class IngestionServiceServicer:
@@ -152,6 +167,29 @@ class IngestionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateImport(self, request_iterator, context):
+        """Starts an import job from an uploaded archive (media + labels) or a label file: the first
+        message carries the header, the rest carry bytes. The job validates every row first and
+        writes nothing unless all rows are valid; labels become predictions of `project`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetImport(self, request, context):
+        """Gets an import job by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListImports(self, request, context):
+        """Lists the import jobs of a dataset, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -199,6 +237,21 @@ def add_IngestionServiceServicer_to_server(servicer, server):
                     servicer.ReadItemContent,
                     request_deserializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ReadItemContentRequest.FromString,
                     response_serializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ReadItemContentResponse.SerializeToString,
+            ),
+            'CreateImport': grpc.stream_unary_rpc_method_handler(
+                    servicer.CreateImport,
+                    request_deserializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.CreateImportRequest.FromString,
+                    response_serializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.CreateImportResponse.SerializeToString,
+            ),
+            'GetImport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImport,
+                    request_deserializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.GetImportRequest.FromString,
+                    response_serializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.GetImportResponse.SerializeToString,
+            ),
+            'ListImports': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImports,
+                    request_deserializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListImportsRequest.FromString,
+                    response_serializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListImportsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -446,6 +499,87 @@ class IngestionService:
             '/annocloud.ingestion.v1.IngestionService/ReadItemContent',
             annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ReadItemContentRequest.SerializeToString,
             annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ReadItemContentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateImport(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/annocloud.ingestion.v1.IngestionService/CreateImport',
+            annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.CreateImportRequest.SerializeToString,
+            annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.CreateImportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/annocloud.ingestion.v1.IngestionService/GetImport',
+            annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.GetImportRequest.SerializeToString,
+            annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.GetImportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImports(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/annocloud.ingestion.v1.IngestionService/ListImports',
+            annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListImportsRequest.SerializeToString,
+            annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListImportsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,15 @@ class IngestionServiceStub:
     """Lists the items of a dataset in ingestion order."""
     ReadItemContent: _grpc.UnaryStreamMultiCallable[_ingestion_pb2.ReadItemContentRequest, _ingestion_pb2.ReadItemContentResponse]
     """Streams an item's media bytes."""
+    CreateImport: _grpc.StreamUnaryMultiCallable[_ingestion_pb2.CreateImportRequest, _ingestion_pb2.CreateImportResponse]
+    """Starts an import job from an uploaded archive (media + labels) or a label file: the first
+    message carries the header, the rest carry bytes. The job validates every row first and
+    writes nothing unless all rows are valid; labels become predictions of `project`.
+    """
+    GetImport: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.GetImportRequest, _ingestion_pb2.GetImportResponse]
+    """Gets an import job by name."""
+    ListImports: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.ListImportsRequest, _ingestion_pb2.ListImportsResponse]
+    """Lists the import jobs of a dataset, newest first."""
 
 @_typing.type_check_only
 class IngestionServiceAsyncStub(IngestionServiceStub):
@@ -83,6 +92,15 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     """Lists the items of a dataset in ingestion order."""
     ReadItemContent: _aio.UnaryStreamMultiCallable[_ingestion_pb2.ReadItemContentRequest, _ingestion_pb2.ReadItemContentResponse]  # type: ignore[assignment]
     """Streams an item's media bytes."""
+    CreateImport: _aio.StreamUnaryMultiCallable[_ingestion_pb2.CreateImportRequest, _ingestion_pb2.CreateImportResponse]  # type: ignore[assignment]
+    """Starts an import job from an uploaded archive (media + labels) or a label file: the first
+    message carries the header, the rest carry bytes. The job validates every row first and
+    writes nothing unless all rows are valid; labels become predictions of `project`.
+    """
+    GetImport: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.GetImportRequest, _ingestion_pb2.GetImportResponse]  # type: ignore[assignment]
+    """Gets an import job by name."""
+    ListImports: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.ListImportsRequest, _ingestion_pb2.ListImportsResponse]  # type: ignore[assignment]
+    """Lists the import jobs of a dataset, newest first."""
 
 class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Datasets and the items in them: uploads, manifests and text records, content-addressed media,
@@ -162,5 +180,32 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ingestion_pb2.ReadItemContentResponse], _abc.AsyncIterator[_ingestion_pb2.ReadItemContentResponse]]:
         """Streams an item's media bytes."""
+
+    @_abc_1.abstractmethod
+    def CreateImport(
+        self,
+        request_iterator: _MaybeAsyncIterator[_ingestion_pb2.CreateImportRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.CreateImportResponse, _abc.Awaitable[_ingestion_pb2.CreateImportResponse]]:
+        """Starts an import job from an uploaded archive (media + labels) or a label file: the first
+        message carries the header, the rest carry bytes. The job validates every row first and
+        writes nothing unless all rows are valid; labels become predictions of `project`.
+        """
+
+    @_abc_1.abstractmethod
+    def GetImport(
+        self,
+        request: _ingestion_pb2.GetImportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.GetImportResponse, _abc.Awaitable[_ingestion_pb2.GetImportResponse]]:
+        """Gets an import job by name."""
+
+    @_abc_1.abstractmethod
+    def ListImports(
+        self,
+        request: _ingestion_pb2.ListImportsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.ListImportsResponse, _abc.Awaitable[_ingestion_pb2.ListImportsResponse]]:
+        """Lists the import jobs of a dataset, newest first."""
 
 def add_IngestionServiceServicer_to_server(servicer: IngestionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
