@@ -23,6 +23,7 @@ import uvicorn
 from annocloud_server.annotations.component import create_component as create_annotations
 from annocloud_server.common.auth import ADMIN, ANNOTATOR, MANAGER, REVIEWER, Authenticator
 from annocloud_server.common.inprocess_bus import InProcessEventBus
+from annocloud_server.common.server import make_channel
 from annocloud_server.common.telemetry import instrument_fastapi, setup_logging, setup_tracing
 from annocloud_server.export.component import create_component as create_export
 from annocloud_server.gateway.apikeys import ApiKeyStore
@@ -91,7 +92,7 @@ class EmbeddedStack:
         """A channel to ``service`` (one port hosts every service here); closed by :meth:`stop`."""
         if service not in SERVICE_NAMES:
             raise ValueError(f"unknown service {service!r}: one of {', '.join(SERVICE_NAMES)}")
-        channel = grpc.insecure_channel(self.runtime.address)
+        channel = make_channel(self.runtime.address)
         self.runtime.channels.append(channel)
         return channel
 
@@ -132,10 +133,16 @@ def start_embedded(
         authenticator=authenticator,
         address=f"127.0.0.1:{grpc_port}",
     )
-    channel = grpc.insecure_channel(runtime.address)
+    gateway_settings = GatewaySettings()
+    channel = make_channel(
+        runtime.address,
+        unary_timeout=gateway_settings.grpc_deadline_seconds,
+        stream_timeout=gateway_settings.grpc_stream_deadline_seconds,
+        read_attempts=gateway_settings.read_retry_attempts,
+    )
     runtime.channels.append(channel)
     api_keys = ApiKeyStore(data_dir / "api_keys.json")
-    app = create_app(GatewaySettings(), channel=channel, authenticator=authenticator, api_keys=api_keys)
+    app = create_app(gateway_settings, channel=channel, authenticator=authenticator, api_keys=api_keys)
     instrument_fastapi(app)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     http_server = uvicorn.Server(config)

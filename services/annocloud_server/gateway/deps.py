@@ -61,7 +61,6 @@ def get_clients(state: StateDep, principal: PrincipalDep) -> Clients:
         principal,
         deadline=settings.grpc_deadline_seconds,
         stream_deadline=settings.grpc_stream_deadline_seconds,
-        read_attempts=settings.read_retry_attempts,
     )
 
 

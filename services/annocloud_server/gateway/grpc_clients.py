@@ -122,9 +122,6 @@ def bind(
     *,
     deadline: float,
     stream_deadline: float,
-    read_attempts: int = 0,
 ) -> Clients:
-    """Clients of ``principal``. ``read_attempts`` is unused: read retries are the channel's
-    (``make_channel(..., read_attempts=...)``); kept until ``deps.get_clients`` stops passing it."""
-    del read_attempts
+    """Clients of ``principal``; read retries are the channel's (``make_channel(..., read_attempts=...)``)."""
     return Clients(stubs, authenticator.metadata_for(principal), deadline, stream_deadline)
