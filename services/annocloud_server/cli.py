@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex_create.add_argument("project")
     ex_create.add_argument("--format", required=True, type=str.lower, choices=FORMAT_CHOICES)
     ex_create.add_argument("--request-id", default="")
+    ex_create.add_argument("--version", default="", help="export this dataset version (id) instead")
     ex_create.add_argument("--wait", action="store_true", help="wait until the export is DONE or FAILED")
     ex_create.add_argument("--timeout", type=float, default=300)
     ex_get = exports.add_parser("get", parents=[client], help="get an export")
@@ -140,7 +141,46 @@ def build_parser() -> argparse.ArgumentParser:
     ex_download.add_argument("project")
     ex_download.add_argument("export")
     ex_download.add_argument("-o", "--output", type=Path, required=True)
+
+    versions = commands.add_parser("versions", help="dataset versions and the change feed").add_subparsers(
+        dest="action", required=True
+    )
+    ver_create = versions.add_parser("create", parents=[client], help="snapshot the accepted labels")
+    ver_create.add_argument("project")
+    ver_create.add_argument("--name", default="", help="display name")
+    ver_create.add_argument("--description", default="")
+    ver_create.add_argument(
+        "--split", default="0.8,0.1,0.1", help="train,validation,test fractions (default 0.8,0.1,0.1)"
+    )
+    ver_create.add_argument("--seed", type=int, default=0)
+    ver_create.add_argument("--request-id", default="")
+    ver_list = versions.add_parser("list", parents=[client], help="list dataset versions (all pages)")
+    ver_list.add_argument("project")
+    ver_get = versions.add_parser("get", parents=[client], help="get a dataset version")
+    ver_get.add_argument("project")
+    ver_get.add_argument("version")
+    ver_items = versions.add_parser("items", parents=[client], help="items of a version with their split")
+    ver_items.add_argument("project")
+    ver_items.add_argument("version")
+    ver_items.add_argument("--split", choices=("train", "validation", "test"), default=None)
+    ver_diff = versions.add_parser("diff", parents=[client], help="what changed from BASE to VERSION")
+    ver_diff.add_argument("project")
+    ver_diff.add_argument("version")
+    ver_diff.add_argument("base")
+    ver_changes = versions.add_parser("changes", parents=[client], help="the change feed (one page)")
+    ver_changes.add_argument("project")
+    ver_changes.add_argument("--since-version", default="")
+    ver_changes.add_argument("--cursor", default="", help="a resume_token from an earlier call")
+    ver_changes.add_argument("--page-size", type=int, default=0)
     return parser
+
+
+def _split_fractions(text: str) -> tuple[float, float, float]:
+    try:
+        train, validation, test = (float(part) for part in text.split(","))
+    except ValueError as exc:
+        raise CliError(f"--split must be three comma-separated numbers, not {text!r}") from exc
+    return train, validation, test
 
 
 def _env_int(name: str, default: int) -> int:
@@ -416,7 +456,7 @@ def _run_client(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         _print(list(client.iter_tasks(args.project, args.state, args.page_size)), out)
     elif command == "exports":
         if action == "create":
-            job = client.create_export(args.project, args.format, args.request_id)
+            job = client.create_export(args.project, args.format, args.request_id, args.version)
             if args.wait:
                 job = client.wait_for_export(args.project, job["name"], timeout=args.timeout)
             _print(job, out)
@@ -425,6 +465,31 @@ def _run_client(args: argparse.Namespace, client: Client, out: TextIO) -> int:
         else:
             path = client.download_export(args.project, args.export, args.output)
             _print({"path": str(path), "size_bytes": path.stat().st_size}, out)
+    elif command == "versions":
+        if action == "create":
+            train, validation, test = _split_fractions(args.split)
+            version = client.create_dataset_version(
+                args.project,
+                args.name,
+                args.description,
+                train=train,
+                validation=validation,
+                test=test,
+                seed=args.seed,
+                request_id=args.request_id,
+            )
+            _print(version, out)
+        elif action == "list":
+            _print(list(client.iter_dataset_versions(args.project)), out)
+        elif action == "get":
+            _print(client.get_dataset_version(args.project, args.version), out)
+        elif action == "items":
+            _print(list(client.iter_dataset_version_items(args.project, args.version, args.split)), out)
+        elif action == "diff":
+            _print(list(client.iter_dataset_version_diff(args.project, args.version, args.base)), out)
+        else:
+            page = client.list_changes(args.project, args.since_version, args.page_size, args.cursor)
+            _print(page, out)
     return 0
 
 

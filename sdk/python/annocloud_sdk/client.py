@@ -307,8 +307,13 @@ class Client:
 
     # -- exports -----------------------------------------------------------------------------------
 
-    def create_export(self, project: str, format: str = "COCO", request_id: str = "") -> JSON:
+    def create_export(
+        self, project: str, format: str = "COCO", request_id: str = "", dataset_version: str = ""
+    ) -> JSON:
+        """Starts an export of the current accepted labels, or of ``dataset_version`` (name or id)."""
         body = {"format": format.upper(), "request_id": request_id}
+        if dataset_version:
+            body["dataset_version"] = _id(dataset_version)
         return self._post(f"/v1/projects/{_id(project)}/exports", body)
 
     def get_export(self, project: str, export: str) -> JSON:
@@ -347,6 +352,77 @@ class Client:
                     handle.write(chunk)
         partial.replace(target)
         return target
+
+    def get_export_manifest(self, project: str, export: str) -> JSON:
+        """The sidecar manifest: the zip's sha256 and size and every file's."""
+        return self._get(f"/v1/projects/{_id(project)}/exports/{_id(export)}/manifest")
+
+    # -- dataset versions and the change feed ------------------------------------------------------
+
+    def create_dataset_version(
+        self,
+        project: str,
+        display_name: str = "",
+        description: str = "",
+        *,
+        train: float = 0.0,
+        validation: float = 0.0,
+        test: float = 0.0,
+        seed: int = 0,
+        request_id: str = "",
+    ) -> JSON:
+        """Snapshots the accepted labels (synchronous). Fractions all 0 mean 0.8 / 0.1 / 0.1."""
+        body: JSON = {"display_name": display_name, "description": description, "request_id": request_id}
+        split = {
+            "train_fraction": train,
+            "validation_fraction": validation,
+            "test_fraction": test,
+            "seed": seed,
+        }
+        body["split"] = {k: v for k, v in split.items() if v}
+        return self._post(f"/v1/projects/{_id(project)}/datasetVersions", body)
+
+    def get_dataset_version(self, project: str, version: str) -> JSON:
+        return self._get(f"/v1/projects/{_id(project)}/datasetVersions/{_id(version)}")
+
+    def list_dataset_versions(self, project: str, page_size: int = 0, page_token: str = "") -> JSON:
+        return self._list(f"/v1/projects/{_id(project)}/datasetVersions", page_size, page_token)
+
+    def iter_dataset_versions(self, project: str, page_size: int = 0) -> Iterator[JSON]:
+        return self._iter(f"/v1/projects/{_id(project)}/datasetVersions", "dataset_versions", page_size)
+
+    def iter_dataset_version_items(
+        self, project: str, version: str, split: str | None = None, page_size: int = 0
+    ) -> Iterator[JSON]:
+        """Every item of a version (``split``: train / validation / test), in item order."""
+        path = f"/v1/projects/{_id(project)}/datasetVersions/{_id(version)}/items"
+        return self._iter(path, "items", page_size, split=split)
+
+    def iter_dataset_version_diff(
+        self, project: str, version: str, base: str, page_size: int = 0
+    ) -> Iterator[JSON]:
+        """Entries {item, kind ADDED/REMOVED/CHANGED, before, after} from ``base`` to ``version``."""
+        path = f"/v1/projects/{_id(project)}/datasetVersions/{_id(version)}:diff"
+        return self._iter(path, "entries", page_size, base=_id(base))
+
+    def list_changes(
+        self, project: str, since_version: str = "", page_size: int = 0, page_token: str = ""
+    ) -> JSON:
+        """One page of the change feed; keep ``resume_token`` to continue later."""
+        since = _id(since_version) if since_version and not page_token else None
+        return self._list(f"/v1/projects/{_id(project)}/changes", page_size, page_token, since_version=since)
+
+    def iter_changes(
+        self, project: str, since_version: str = "", cursor: str = "", page_size: int = 0
+    ) -> Iterator[JSON]:
+        """Every change after ``cursor`` (or ``since_version``, or the start) up to now, each once."""
+        token = cursor
+        while True:
+            page = self.list_changes(project, since_version, page_size, token)
+            yield from page.get("changes", [])
+            token = page.get("next_page_token", "")
+            if not token:
+                return
 
     # -- health ------------------------------------------------------------------------------------
 

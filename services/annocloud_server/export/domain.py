@@ -58,6 +58,11 @@ class ExportItem:
     accepted_by: str = ""
     accept_time: str = ""
     """RFC 3339, empty when unknown."""
+    split: str = ""
+    """``train`` / ``val`` / ``test`` in a dataset-version export, else empty."""
+    stem: str = ""
+    """File stem already made unique for the whole dataset version (empty: allocate one)."""
+    ext: str = ""
 
     @property
     def is_image(self) -> bool:
@@ -118,6 +123,15 @@ class StemAllocator:
 
     def __init__(self) -> None:
         self._used: set[str] = set()
+
+    def allocate_item(self, item: ExportItem) -> tuple[str, str]:
+        """A dataset version's items carry their stem (unique in the version); others get one here."""
+        if item.stem:
+            return item.stem, item.ext
+        return self.allocate(item.file_name, item.item_id)
+
+    def taken(self, stem: str) -> bool:
+        return stem.lower() in self._used
 
     def allocate(self, file_name: str, item_id: str) -> tuple[str, str]:
         """(stem, extension) for an item; ``stem + extension`` is its file name in the artifact."""

@@ -6,7 +6,6 @@ Writers live in ``writers_boxes`` (COCO, VOC, YOLO), ``writers_tools`` (CVAT, La
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from typing import IO
 
@@ -38,14 +37,19 @@ def write_artifact(
     info: ArtifactInfo,
     schema: SchemaView,
     tmp_dir: str | None = None,
+    entries_out: IO[bytes] | None = None,
 ) -> ExportResult:
-    """Writes the zip of ``items`` in ``info.format`` to ``out``, with ``manifest.json`` last."""
+    """Writes the zip of ``items`` in ``info.format`` to ``out``, with ``manifest.json`` last.
+
+    ``out`` may be unseekable (a blob writer). ``entries_out`` receives the manifest's ``files``
+    table (manifest.json's own entry included) for the sidecar manifest.
+    """
     writer = WRITERS[info.format]
-    sink = ZipSink(out, info.date_time)
+    sink = ZipSink(out, info.date_time, tmp_dir)
     try:
         result = writer(sink, items, schema, info, tmp_dir)
-        result.files = dict(sink.hashes)
-        manifest = {
+        result.file_count = sink.file_count
+        header: dict[str, object] = {
             "format": FORMAT_NAMES[info.format],
             "project": info.project,
             "export": info.export,
@@ -56,11 +60,13 @@ def write_artifact(
                 "annotations": result.annotation_count,
                 "skipped_regions": result.skipped_region_count,
             },
-            "files": result.files,
         }
-        sink.write(
-            "manifest.json", (json.dumps(manifest, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
-        )
+        if info.splits:
+            header["dataset_version"] = info.dataset_version
+            header["counts"]["splits"] = dict(sorted(result.split_counts.items()))  # type: ignore[index]
+        sink.write_manifest(header)
+        if entries_out is not None:
+            sink.copy_entries(entries_out)
     finally:
         sink.close()
     return result

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import DateTime, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from annocloud_server.common.db import make_base
@@ -92,6 +102,96 @@ class ExportJob(Base):
     end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AcceptedChange(Base):
+    """The change feed: one row per effective acceptance (append-only); ``seq`` is the cursor."""
+
+    __tablename__ = "accepted_changes"
+    __table_args__ = (Index("ix_accepted_changes_scope_seq", "organization_id", "project_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(String(64))
+    item: Mapped[str] = mapped_column(String(512))
+    kind: Mapped[int] = mapped_column(Integer)
+    """``ChangeKind``: ADDED for the first acceptance of the item, CHANGED after."""
+    change_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    accepted_label: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class DatasetVersion(Base):
+    """An immutable snapshot of a project's accepted labels; ``seq`` orders ListDatasetVersions."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "request_id"),
+        Index("ix_dataset_versions_scope_seq", "organization_id", "project_id", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version_id: Mapped[str] = mapped_column(String(32), unique=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    display_name: Mapped[str] = mapped_column(String(256))
+    description: Mapped[str] = mapped_column(Text)
+    schema_version: Mapped[int] = mapped_column(Integer)
+    label_schema_versions: Mapped[str] = mapped_column(Text)
+    """Comma-separated, ascending."""
+    change_seq: Mapped[int] = mapped_column(Integer)
+    """The last change-feed ``seq`` the snapshot includes."""
+    item_count: Mapped[int] = mapped_column(Integer)
+    annotation_count: Mapped[int] = mapped_column(Integer)
+    train_fraction: Mapped[float] = mapped_column(Float)
+    validation_fraction: Mapped[float] = mapped_column(Float)
+    test_fraction: Mapped[float] = mapped_column(Float)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    train_count: Mapped[int] = mapped_column(Integer)
+    validation_count: Mapped[int] = mapped_column(Integer)
+    test_count: Mapped[int] = mapped_column(Integer)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DatasetVersionItem(Base):
+    """One item of a dataset version, copied at creation and never written again.
+
+    ``position`` is the item's ``accepted_items.id`` (export order); ``stem_key`` (lower-case
+    stem) keeps file names unique within the version; ``split_key`` = sha256(seed:item) orders a
+    class for the split.
+    """
+
+    __tablename__ = "dataset_version_items"
+    __table_args__ = (
+        UniqueConstraint("version_seq", "item"),
+        UniqueConstraint("version_seq", "stem_key"),
+        Index("ix_dataset_version_items_class_key", "version_seq", "primary_class", "split_key"),
+    )
+
+    version_seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item: Mapped[str] = mapped_column(String(512))
+    stem_key: Mapped[str] = mapped_column(String(256))
+    stem: Mapped[str] = mapped_column(String(256))
+    ext: Mapped[str] = mapped_column(String(16))
+    primary_class: Mapped[str] = mapped_column(String(256))
+    split_key: Mapped[str] = mapped_column(String(64))
+    split: Mapped[int] = mapped_column(Integer)
+    """``Split`` enum value."""
+    labels_sha256: Mapped[str] = mapped_column(String(64))
+    accepted_label: Mapped[bytes] = mapped_column(LargeBinary)
+    item_context: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ExportOfVersion(Base):
+    """Links an export job to the dataset version it exports (a table of its own, so the
+    ``exports`` table of an existing data directory needs no new column)."""
+
+    __tablename__ = "export_versions"
+
+    export_seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version_seq: Mapped[int] = mapped_column(Integer)
+    version_id: Mapped[str] = mapped_column(String(32))
 
 
 outbox = outbox_table(Base.metadata)

@@ -7,15 +7,18 @@ from collections.abc import Callable, Iterator
 import grpc
 from annocloud.export.v1 import export_pb2, export_pb2_grpc
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from annocloud_server.common.auth import MANAGERS, READERS, Authenticator
 from annocloud_server.common.blobstore import BlobStore
 from annocloud_server.common.db import Database
 from annocloud_server.common.errors import FailedPrecondition, InvalidArgument
 from annocloud_server.common.paging import decode_token, encode_token, page_size, parse_name
-from annocloud_server.export import store
+from annocloud_server.export import store, version_store
 from annocloud_server.export.domain import FORMAT_NAMES
-from annocloud_server.export.mapping import export_to_proto
+from annocloud_server.export.mapping import export_to_proto, manifest_key
+from annocloud_server.export.models import ExportJob
+from annocloud_server.export.version_servicer import DatasetVersionMethods
 
 ARTIFACT_CHUNK = 256 * 1024
 MAX_REQUEST_ID_CHARS = 128
@@ -33,7 +36,12 @@ def rechunk(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
         yield bytes(buffer)
 
 
-class ExportServicer(export_pb2_grpc.ExportServiceServicer):
+def _version_id(session: Session, job: ExportJob) -> str:
+    link = version_store.versions_of_exports(session, [job.seq]).get(job.seq)
+    return link[1] if link else ""
+
+
+class ExportServicer(DatasetVersionMethods, export_pb2_grpc.ExportServiceServicer):
     def __init__(
         self, *, db: Database, authenticator: Authenticator, blob_store: BlobStore, wake: Callable[[], None]
     ):
@@ -57,18 +65,41 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
                 f"request_id must be at most {MAX_REQUEST_ID_CHARS} characters", reason="BAD_REQUEST_ID"
             )
         request_id = request.request_id or None
+        version_id = ""
+        if request.dataset_version:
+            version_project, version_id = parse_name(
+                request.dataset_version, "projects/{}/datasetVersions/{}"
+            )
+            if version_project != project_id:
+                raise InvalidArgument(
+                    "dataset_version belongs to another project", reason="VERSION_PROJECT_MISMATCH"
+                )
         try:
             with self._db.transaction() as session:
                 if request_id is not None:
                     existing = store.find_by_request(session, organization_id=org, request_id=request_id)
                     if existing is not None:
-                        if (existing.project_id, existing.format) != (project_id, request.format):
+                        existing_version = _version_id(session, existing)
+                        if (existing.project_id, existing.format, existing_version) != (
+                            project_id,
+                            request.format,
+                            version_id,
+                        ):
                             raise InvalidArgument(
                                 "request_id was already used for a different export request",
                                 reason="REQUEST_ID_REUSED",
                             )
-                        return export_pb2.CreateExportResponse(export=export_to_proto(existing))
+                        return export_pb2.CreateExportResponse(
+                            export=export_to_proto(existing, existing_version)
+                        )
                 store.require_project(session, organization_id=org, project_id=project_id)
+                version = (
+                    version_store.get_version(
+                        session, organization_id=org, project_id=project_id, version_id=version_id
+                    )
+                    if version_id
+                    else None
+                )
                 job = store.create_export(
                     session,
                     organization_id=org,
@@ -76,14 +107,18 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
                     export_format=request.format,
                     request_id=request_id,
                 )
-                created = export_to_proto(job)
+                if version is not None:
+                    version_store.link_export(session, export_seq=job.seq, version=version)
+                created = export_to_proto(job, version_id)
         except IntegrityError:
             # A concurrent create with the same request_id won; answer with its job.
             with self._db.transaction() as session:
                 existing = store.find_by_request(session, organization_id=org, request_id=request_id or "")
                 if existing is None:
                     raise
-                return export_pb2.CreateExportResponse(export=export_to_proto(existing))
+                return export_pb2.CreateExportResponse(
+                    export=export_to_proto(existing, _version_id(session, existing))
+                )
         self._wake()
         return export_pb2.CreateExportResponse(export=created)
 
@@ -96,7 +131,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             job = store.get_export(
                 session, organization_id=principal.organization_id, project_id=project_id, export_id=export_id
             )
-            return export_pb2.GetExportResponse(export=export_to_proto(job))
+            return export_pb2.GetExportResponse(export=export_to_proto(job, _version_id(session, job)))
 
     def ListExports(
         self, request: export_pb2.ListExportsRequest, context: grpc.ServicerContext
@@ -119,7 +154,8 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
                 before_seq=before,
                 limit=limit + 1,
             )
-            page = [export_to_proto(row) for row in rows[:limit]]
+            links = version_store.versions_of_exports(session, [row.seq for row in rows[:limit]])
+            page = [export_to_proto(row, links.get(row.seq, (0, ""))[1]) for row in rows[:limit]]
             token = encode_token({"p": project_id, "seq": rows[limit - 1].seq}) if len(rows) > limit else ""
         return export_pb2.ListExportsResponse(exports=page, next_page_token=token)
 
@@ -138,5 +174,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
                 f"export {request.name} is {export_pb2.ExportState.Name(state)}, not DONE",  # type: ignore[arg-type]
                 reason="EXPORT_NOT_READY",
             )
+        if request.manifest:
+            key = manifest_key(key)
         for chunk in rechunk(self._blob_store.open(key), ARTIFACT_CHUNK):
             yield export_pb2.ReadExportArtifactResponse(chunk=chunk)

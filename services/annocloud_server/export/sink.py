@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,8 +26,16 @@ class ExportResult:
     item_count: int = 0
     annotation_count: int = 0
     skipped_region_count: int = 0
-    files: dict[str, str] = field(default_factory=dict)
-    """sha256 of every file except manifest.json."""
+    file_count: int = 0
+    """Files in the zip besides manifest.json."""
+    split_counts: dict[str, int] = field(default_factory=dict)
+    """Items per split (version exports only)."""
+
+    def add_item(self, split: str) -> None:
+        """Counts one written item (and its split, when it has one)."""
+        self.item_count += 1
+        if split:
+            self.split_counts[split] = self.split_counts.get(split, 0) + 1
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,13 @@ class ArtifactInfo:
     """RFC 3339."""
     date_time: tuple[int, int, int, int, int, int] = (1980, 1, 1, 0, 0, 0)
     """Timestamp of every zip entry (the job's creation time), so reruns give identical bytes."""
+    dataset_version: str = ""
+    """`projects/{project}/datasetVersions/{version}` when a dataset version is exported; its items
+    then carry a split, and every format records it (see docs/dataset-versions.md)."""
+
+    @property
+    def splits(self) -> bool:
+        return bool(self.dataset_version)
 
 
 def dumps(value: Any) -> str:
@@ -60,13 +76,16 @@ def sorted_attributes(region: annotations_pb2.Region) -> dict[str, str]:
 
 
 class HashingWriter:
-    """Buffers text into a zip entry and hashes exactly the bytes written."""
+    """Buffers text into a zip entry (at most ~64 KiB plus one record) and hashes exactly the bytes written."""
 
     def __init__(self, raw: IO[bytes]):
         self._raw = raw
         self._sha = hashlib.sha256()
         self._buffer: list[bytes] = []
         self._buffered = 0
+        self.size = 0
+        self.max_buffered = 0
+        """The most bytes ever buffered before a flush (tests check the bound)."""
 
     def write(self, text: str) -> None:
         self.write_bytes(text.encode("utf-8"))
@@ -74,6 +93,8 @@ class HashingWriter:
     def write_bytes(self, data: bytes) -> None:
         self._buffer.append(data)
         self._buffered += len(data)
+        self.size += len(data)
+        self.max_buffered = max(self.max_buffered, self._buffered)
         if self._buffered >= _FLUSH_BYTES:
             self.flush()
 
@@ -90,12 +111,26 @@ class HashingWriter:
 
 
 class ZipSink:
-    """A zip being written, remembering the sha256 of each file."""
+    """A zip being written; the sha256 and size of each file go to a temporary table on disk
+    (a YOLO or VOC export has one file per image, too many to keep in memory) for the manifest.
 
-    def __init__(self, out: IO[bytes], date_time: tuple[int, int, int, int, int, int]):
+    ``out`` needs ``write`` and ``tell`` only: without ``seek`` the zip streams (data descriptors).
+    """
+
+    def __init__(
+        self, out: IO[bytes], date_time: tuple[int, int, int, int, int, int], tmp_dir: str | None = None
+    ):
         self._zip = zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
         self._date_time = date_time
-        self.hashes: dict[str, str] = {}
+        self._entries = tempfile.TemporaryFile(dir=tmp_dir)  # noqa: SIM115 (closed by close())
+        self.file_count = 0
+        self.max_buffered = 0
+        """The largest buffer any streamed entry held (tests check the bound)."""
+
+    def _record(self, name: str, sha256: str, size: int) -> None:
+        entry = dumps({"sha256": sha256, "size": size})
+        self._entries.write(f"{',' if self.file_count else ''}{dumps(name)}:{entry}".encode())
+        self.file_count += 1
 
     def _info(self, name: str) -> zipfile.ZipInfo:
         info = zipfile.ZipInfo(name, self._date_time)
@@ -104,7 +139,7 @@ class ZipSink:
         return info
 
     def write(self, name: str, data: bytes) -> None:
-        self.hashes[name] = hashlib.sha256(data).hexdigest()
+        self._record(name, hashlib.sha256(data).hexdigest(), len(data))
         self._zip.writestr(self._info(name), data)
 
     @contextmanager
@@ -113,10 +148,59 @@ class ZipSink:
             writer = HashingWriter(raw)
             yield writer
             writer.flush()
-        self.hashes[name] = writer.hexdigest()
+        self.max_buffered = max(self.max_buffered, writer.max_buffered)
+        self._record(name, writer.hexdigest(), writer.size)
+
+    def write_manifest(self, header: dict[str, Any]) -> None:
+        """``manifest.json``: ``header`` plus ``files`` {name: {sha256, size}} of every other file."""
+        head = json.dumps(header, ensure_ascii=False, indent=2)
+        with self.stream("manifest.json") as out:
+            out.write(head[:-2] + ',\n  "files": {')
+            copy_spool(self._entries, out)
+            out.write("}\n}\n")
+
+    def copy_entries(self, out: IO[bytes]) -> None:
+        """The ``files`` table as written to the manifest (``"name":{...},...``), for a sidecar."""
+        self._entries.seek(0)
+        while chunk := self._entries.read(_COPY_BYTES):
+            out.write(chunk)
 
     def close(self) -> None:
-        self._zip.close()
+        try:
+            self._zip.close()
+        finally:
+            self._entries.close()
+
+
+SPLITS = ("train", "val", "test")
+
+
+class SplitLists:
+    """One spooled list file per split (VOC image sets, YOLO lists); does nothing outside versions."""
+
+    def __init__(self, info: ArtifactInfo, tmp_dir: str | None):
+        self._enabled = info.splits
+        self._tmp_dir = tmp_dir
+        self._spools: dict[str, IO[bytes]] = {}
+
+    def __enter__(self) -> SplitLists:
+        if self._enabled:
+            self._spools = {s: tempfile.TemporaryFile(dir=self._tmp_dir) for s in SPLITS}  # noqa: SIM115
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for spool in self._spools.values():
+            spool.close()
+
+    def add(self, split: str, line: str) -> None:
+        if self._enabled and split in self._spools:
+            self._spools[split].write(line.encode("utf-8"))
+
+    def write(self, sink: ZipSink, pattern: str, rename: dict[str, str] | None = None) -> None:
+        """Adds ``pattern.format(split)`` per split to the zip (an empty file for an empty split)."""
+        for split, spool in self._spools.items():
+            with sink.stream(pattern.format((rename or {}).get(split, split))) as out:
+                copy_spool(spool, out)
 
 
 def copy_spool(spool: IO[bytes], out: HashingWriter) -> None:

@@ -12,11 +12,14 @@ from sqlalchemy.orm import Session
 from annocloud_server.common.errors import NotFound
 from annocloud_server.common.paging import new_id
 from annocloud_server.export.models import AcceptedItem, ExportJob, ExportProject, ExportSchema
+from annocloud_server.export.version_store import record_change
 
 PENDING = export_pb2.EXPORT_STATE_PENDING
 RUNNING = export_pb2.EXPORT_STATE_RUNNING
 DONE = export_pb2.EXPORT_STATE_DONE
 FAILED = export_pb2.EXPORT_STATE_FAILED
+ADDED = export_pb2.CHANGE_KIND_ADDED
+CHANGED = export_pb2.CHANGE_KIND_CHANGED
 
 
 def utc_now() -> datetime:
@@ -80,6 +83,12 @@ def latest_schema(session: Session, *, organization_id: str, project_id: str) ->
     return None if row is None else bytes(row[0])
 
 
+def schema_at(session: Session, *, organization_id: str, project_id: str, version: int) -> bytes | None:
+    """The serialized schema of one version, None when this service never saw it."""
+    row = session.get(ExportSchema, (organization_id, project_id, version))
+    return None if row is None else bytes(row.schema)
+
+
 # --- accepted labels -----------------------------------------------------------------------------
 
 
@@ -93,7 +102,8 @@ def upsert_accepted(
     accepted_label: bytes,
     item_context: bytes,
 ) -> bool:
-    """Stores or replaces the accepted label of an item; False when a newer acceptance is stored."""
+    """Stores or replaces the accepted label of an item and appends the change to the feed;
+    False (and no change) when a newer acceptance is stored."""
     row = session.execute(
         select(AcceptedItem).where(
             AcceptedItem.organization_id == organization_id,
@@ -112,6 +122,7 @@ def upsert_accepted(
                 item_context=item_context,
             )
         )
+        _record(session, organization_id, project_id, item, ADDED, accepted_label)
         return True
     if (
         row.accept_time is not None
@@ -122,7 +133,22 @@ def upsert_accepted(
     row.accept_time = accept_time
     row.accepted_label = accepted_label
     row.item_context = item_context
+    _record(session, organization_id, project_id, item, CHANGED, accepted_label)
     return True
+
+
+def _record(
+    session: Session, organization_id: str, project_id: str, item: str, kind: int, label: bytes
+) -> None:
+    record_change(
+        session,
+        organization_id=organization_id,
+        project_id=project_id,
+        item=item,
+        kind=kind,
+        accepted_label=label,
+        now=utc_now(),
+    )
 
 
 def max_accepted_id(session: Session, *, organization_id: str, project_id: str) -> int:

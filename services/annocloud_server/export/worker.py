@@ -1,4 +1,4 @@
-"""The background loop that runs export jobs: claim, stream the zip to a temp file, store, finish.
+"""The background loop that runs export jobs: claim, stream the zip into the blob store, finish.
 
 One job at a time per process. A job is held with a lease renewed on every page read, so a job
 whose worker died is taken over once the lease runs out; a worker that is stopped mid-job puts the
@@ -8,13 +8,13 @@ job back to PENDING so the next start resumes it at once.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import IO, cast
 
 from annocloud.events.v1 import events_pb2
 from annocloud.qa.v1 import qa_pb2
@@ -26,12 +26,13 @@ from annocloud_server.common.db import Database
 from annocloud_server.common.errors import AnnocloudError
 from annocloud_server.common.events import EventWriter
 from annocloud_server.common.paging import new_id
-from annocloud_server.export import store
-from annocloud_server.export.domain import ExportItem, export_item, schema_view
+from annocloud_server.export import store, version_store
+from annocloud_server.export.domain import FORMAT_NAMES, ExportItem, export_item, schema_view
 from annocloud_server.export.formats import write_artifact
-from annocloud_server.export.mapping import export_name, export_to_proto
+from annocloud_server.export.mapping import export_name, export_to_proto, manifest_key, version_name
 from annocloud_server.export.models import ExportJob
-from annocloud_server.export.sink import ArtifactInfo
+from annocloud_server.export.sink import ArtifactInfo, ExportResult, dumps
+from annocloud_server.export.versions import SPLIT_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class _Job:
     project_id: str
     format: int
     create_time: datetime
+    version_seq: int = 0
+    version_id: str = ""
 
     @property
     def name(self) -> str:
@@ -64,10 +67,24 @@ class _Job:
         return f"exports/{self.organization_id}/{self.project_id}/{self.export_id}.zip"
 
 
-def _file_chunks(path: str) -> Iterator[bytes]:
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_READ_CHUNK):
-            yield chunk
+def _sidecar_chunks(
+    job: _Job, sha256: str, size: int, result: ExportResult, entries: IO[bytes]
+) -> Iterator[bytes]:
+    """The sidecar manifest: the whole artifact's checksum and size, then every file's."""
+    head = {
+        "format": FORMAT_NAMES[job.format],
+        "export": job.name,
+        "artifact": {"file_name": f"{job.export_id}.zip", "sha256": sha256, "size": size},
+        "counts": {"items": result.item_count, "annotations": result.annotation_count},
+    }
+    if job.version_id:
+        head["dataset_version"] = version_name(job.project_id, job.version_id)
+    text = dumps(head)
+    yield (text[:-1] + ',"files":{').encode()
+    entries.seek(0)
+    while chunk := entries.read(_READ_CHUNK):
+        yield chunk
+    yield b"}}\n"
 
 
 class ExportWorker:
@@ -131,8 +148,15 @@ class ExportWorker:
             row = store.claim_next(session, owner=self._owner, now=store.utc_now(), lease=self._lease)
             if row is None:
                 return False
+            link = version_store.versions_of_exports(session, [row.seq]).get(row.seq, (0, ""))
             job = _Job(
-                row.seq, row.export_id, row.organization_id, row.project_id, row.format, row.create_time
+                row.seq,
+                row.export_id,
+                row.organization_id,
+                row.project_id,
+                row.format,
+                row.create_time,
+                *link,
             )
         try:
             self._execute(job)
@@ -175,14 +199,56 @@ class ExportWorker:
             if len(rows) < self._page_size:
                 return
 
+    def _version_items(self, job: _Job) -> Iterator[ExportItem]:
+        """The items of the exported dataset version, with their stored file names and splits."""
+        after = 0
+        while True:
+            if self._stop.is_set():
+                raise _Released()
+            with self._db.transaction() as session:
+                if not store.renew_lease(
+                    session, seq=job.seq, owner=self._owner, until=store.utc_now() + self._lease
+                ):
+                    raise _LeaseLost()
+                rows = version_store.version_items_page(
+                    session, version_seq=job.version_seq, after_position=after, limit=self._page_size
+                )
+            for row in rows:
+                after = row.position
+                base = export_item(
+                    row.item,
+                    qa_pb2.AcceptedLabel.FromString(row.accepted_label),
+                    events_pb2.ItemContext.FromString(row.item_context),
+                )
+                yield replace(base, split=SPLIT_NAMES.get(row.split, ""), stem=row.stem, ext=row.ext)
+            if len(rows) < self._page_size:
+                return
+
     def _execute(self, job: _Job) -> None:
+        items: Iterator[ExportItem]
         with self._db.transaction() as session:
-            raw_schema = store.latest_schema(
-                session, organization_id=job.organization_id, project_id=job.project_id
-            )
-            max_id = store.max_accepted_id(
-                session, organization_id=job.organization_id, project_id=job.project_id
-            )
+            if job.version_id:
+                version = version_store.get_version(
+                    session,
+                    organization_id=job.organization_id,
+                    project_id=job.project_id,
+                    version_id=job.version_id,
+                )
+                raw_schema = store.schema_at(
+                    session,
+                    organization_id=job.organization_id,
+                    project_id=job.project_id,
+                    version=version.schema_version,
+                )
+                items = self._version_items(job)
+            else:
+                raw_schema = store.latest_schema(
+                    session, organization_id=job.organization_id, project_id=job.project_id
+                )
+                max_id = store.max_accepted_id(
+                    session, organization_id=job.organization_id, project_id=job.project_id
+                )
+                items = self._items(job, max_id)
         schema = schema_view(tasks_pb2.LabelSchema.FromString(raw_schema) if raw_schema is not None else None)
         created = store.as_utc(job.create_time)
         info = ArtifactInfo(
@@ -198,17 +264,26 @@ class ExportWorker:
                 created.minute,
                 created.second,
             ),
+            dataset_version=version_name(job.project_id, job.version_id) if job.version_id else "",
         )
         self._tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(dir=self._tmp_dir, prefix="export-", suffix=".zip")
-        try:
-            with os.fdopen(fd, "w+b") as out:
-                result = write_artifact(
-                    out, self._items(job, max_id), info=info, schema=schema, tmp_dir=str(self._tmp_dir)
-                )
-            sha256, size = self._blob_store.put_named(job.artifact_key, _file_chunks(tmp_path))
-        finally:
-            os.unlink(tmp_path)
+        with (
+            self._blob_store.open_writer(job.artifact_key) as blob,
+            tempfile.TemporaryFile(dir=self._tmp_dir) as entries,
+        ):
+            # The zip streams into the blob store chunk by chunk; it is visible only once committed.
+            result = write_artifact(
+                cast(IO[bytes], blob),
+                items,
+                info=info,
+                schema=schema,
+                tmp_dir=str(self._tmp_dir),
+                entries_out=entries,
+            )
+            sha256, size = blob.commit()
+            self._blob_store.put_named(
+                manifest_key(job.artifact_key), _sidecar_chunks(job, sha256, size, result, entries)
+            )
         with self._db.transaction() as session:
             row = store.owned_job(session, seq=job.seq, owner=self._owner)
             if row is None:
@@ -254,5 +329,5 @@ class ExportWorker:
             tenant_id=job.organization_id,
             resource_name=job.name,
             aggregate_version=1,
-            payload=events_pb2.ExportCompleted(export=export_to_proto(row)),
+            payload=events_pb2.ExportCompleted(export=export_to_proto(row, job.version_id)),
         )

@@ -26,6 +26,7 @@ from annocloud_server.export.domain import (
 from annocloud_server.export.sink import (
     ArtifactInfo,
     ExportResult,
+    SplitLists,
     ZipSink,
     copy_spool,
     dumps,
@@ -99,8 +100,8 @@ def write_coco(
         for item in items:
             if not item.is_image:
                 continue
-            result.item_count += 1
-            stem, ext = stems.allocate(item.file_name, item.item_id)
+            result.add_item(item.split)
+            stem, ext = stems.allocate_item(item)
             image = {
                 "id": result.item_count,
                 "file_name": stem + ext,
@@ -112,6 +113,8 @@ def write_coco(
                     "not_sure": item.labels.not_sure,
                 },
             }
+            if info.splits:
+                image["annocloud"]["split"] = item.split  # type: ignore[index]
             out.write(("," if result.item_count > 1 else "") + dumps(image))
             for region in item.labels.regions:
                 ann = coco_annotation(region, schema)
@@ -197,18 +200,20 @@ def write_voc(
     stems = StemAllocator()
     labelmap = "# label:color_rgb:parts:actions\n" + "".join(f"{one_line(n)}:::\n" for n in schema.boxes)
     sink.write("labelmap.txt", labelmap.encode("utf-8"))
-    with tempfile.TemporaryFile(dir=tmp_dir) as image_set:
+    with tempfile.TemporaryFile(dir=tmp_dir) as image_set, SplitLists(info, tmp_dir) as split_sets:
         for item in items:
             if not item.is_image:
                 continue
-            result.item_count += 1
-            stem, ext = stems.allocate(item.file_name, item.item_id)
+            result.add_item(item.split)
+            stem, ext = stems.allocate_item(item)
             boxes = writable_regions(item, schema.boxes, result)
             result.annotation_count += len(boxes)
             sink.write(f"Annotations/{stem}.xml", voc_xml(item, stem + ext, boxes))
             image_set.write(f"{stem}\n".encode())
+            split_sets.add(item.split, f"{stem}\n")
         with sink.stream("ImageSets/Main/default.txt") as out:
             copy_spool(image_set, out)
+        split_sets.write(sink, "ImageSets/Main/{}.txt")
     return result
 
 
@@ -224,27 +229,41 @@ def yolo_polygon_line(class_id: int, polygon: annotations_pb2.Polygon, width: in
 
 
 def _write_yolo(
-    sink: ZipSink, items: Iterable[ExportItem], labels: dict[str, Category], tmp_dir: str | None
+    sink: ZipSink,
+    items: Iterable[ExportItem],
+    labels: dict[str, Category],
+    info: ArtifactInfo,
+    tmp_dir: str | None,
 ) -> ExportResult:
     result = ExportResult()
     stems = StemAllocator()
     names = [one_line(n) for n in labels]
     sink.write("obj.names", "".join(f"{n}\n" for n in names).encode("utf-8"))
+    lists = "train = train.txt\n"
+    yaml = ["path: .", "train: train.txt", "val: train.txt"]
+    if info.splits:
+        # train.txt stays every image (what a reader without splits expects); the split lists sit beside it.
+        lists = "train = train_split.txt\nvalid = val.txt\ntest = test.txt\n"
+        yaml = ["path: .", "train: train_split.txt", "val: val.txt", "test: test.txt"]
     sink.write(
         "obj.data",
-        f"classes = {len(names)}\ntrain = train.txt\nnames = obj.names\nbackup = backup/\n".encode(),
+        f"classes = {len(names)}\n{lists}names = obj.names\nbackup = backup/\n".encode(),
     )
-    yaml = ["path: .", "train: train.txt", "val: train.txt", f"nc: {len(names)}", "names:"]
+    yaml.extend([f"nc: {len(names)}", "names:"])
     yaml.extend(f"  {i}: {dumps(n)}" for i, n in enumerate(names))
     if not names:
         yaml[-1] = "names: {}"
     sink.write("data.yaml", ("\n".join(yaml) + "\n").encode("utf-8"))
-    with tempfile.TemporaryFile(dir=tmp_dir) as train, tempfile.TemporaryFile(dir=tmp_dir) as meta:
+    with (
+        tempfile.TemporaryFile(dir=tmp_dir) as train,
+        tempfile.TemporaryFile(dir=tmp_dir) as meta,
+        SplitLists(info, tmp_dir) as split_lists,
+    ):
         for item in items:
             if not item.is_image:
                 continue
-            result.item_count += 1
-            stem, ext = stems.allocate(item.file_name, item.item_id)
+            result.add_item(item.split)
+            stem, ext = stems.allocate_item(item)
             lines: list[str] = []
             for region in writable_regions(item, labels, result):
                 if item.width <= 0 or item.height <= 0:
@@ -259,20 +278,22 @@ def _write_yolo(
             sink.write(f"{YOLO_FOLDER}/{stem}.txt", "".join(f"{line}\n" for line in lines).encode())
             train.write(f"./{YOLO_FOLDER}/{stem}{ext}\n".encode())
             meta.write(f"{stem} {item.height} {item.width}\n".encode())
+            split_lists.add(item.split, f"./{YOLO_FOLDER}/{stem}{ext}\n")
         with sink.stream("train.txt") as out:
             copy_spool(train, out)
         with sink.stream("images.meta") as out:
             copy_spool(meta, out)
+        split_lists.write(sink, "{}.txt", rename={"train": "train_split"})
     return result
 
 
 def write_yolo(
     sink: ZipSink, items: Iterable[ExportItem], schema: SchemaView, info: ArtifactInfo, tmp_dir: str | None
 ) -> ExportResult:
-    return _write_yolo(sink, items, schema.boxes, tmp_dir)
+    return _write_yolo(sink, items, schema.boxes, info, tmp_dir)
 
 
 def write_yolo_segmentation(
     sink: ZipSink, items: Iterable[ExportItem], schema: SchemaView, info: ArtifactInfo, tmp_dir: str | None
 ) -> ExportResult:
-    return _write_yolo(sink, items, schema.polygons, tmp_dir)
+    return _write_yolo(sink, items, schema.polygons, info, tmp_dir)

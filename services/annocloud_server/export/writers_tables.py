@@ -81,8 +81,11 @@ def write_jsonl(
     result = ExportResult()
     with sink.stream("items.jsonl") as out:
         for item in items:
-            result.item_count += 1
-            out.write(dumps(jsonl_record(item, result)) + "\n")
+            result.add_item(item.split)
+            record = jsonl_record(item, result)
+            if info.splits:
+                record["split"] = item.split
+            out.write(dumps(record) + "\n")
     return result
 
 
@@ -154,8 +157,9 @@ def write_csv(
     result = ExportResult()
     with sink.stream("labels.csv") as out:
         writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow((*CSV_COLUMNS, "split") if info.splits else CSV_COLUMNS)
         for item in items:
-            result.item_count += 1
-            writer.writerows(csv_rows(item, result))
+            result.add_item(item.split)
+            rows = csv_rows(item, result)
+            writer.writerows([[*row, item.split] for row in rows] if info.splits else rows)
     return result

@@ -127,13 +127,14 @@ def write_cvat(
         for item in items:
             if not item.is_image:
                 continue
-            stem, ext = stems.allocate(item.file_name, item.item_id)
+            stem, ext = stems.allocate_item(item)
             regions = writable_regions(item, schema.coco, result)
+            subset = f" subset={_attr(item.split)}" if info.splits else ""
             out.write(
-                f'<image id="{result.item_count}" name={_attr(stem + ext)} '
+                f'<image id="{result.item_count}" name={_attr(stem + ext)}{subset} '
                 f'width="{item.width}" height="{item.height}">'
             )
-            result.item_count += 1
+            result.add_item(item.split)
             result.annotation_count += len(regions)
             out.write("".join(cvat_shape(region, schema) for region in regions))
             out.write("".join(f'<tag label={_attr(c)} source="manual"/>' for c in item.labels.classes))
@@ -245,15 +246,15 @@ def write_label_studio(
     with sink.stream("tasks.json") as out:
         out.write("[")
         for item in items:
-            result.item_count += 1
-            stem, ext = stems.allocate(item.file_name, item.item_id)
+            result.add_item(item.split)
+            stem, ext = stems.allocate_item(item)
             data = {"image": stem + ext} if item.is_image else {"text": item.text, "file_name": stem + ext}
             annotation = {"id": result.item_count, "result": list(label_studio_results(item, result))}
             task = {
                 "id": result.item_count,
                 "data": data,
                 "annotations": [annotation],
-                "meta": {"item": item.item},
+                "meta": {"item": item.item, "split": item.split} if info.splits else {"item": item.item},
             }
             out.write(("," if result.item_count > 1 else "") + "\n" + dumps(task))
         out.write("\n]\n")

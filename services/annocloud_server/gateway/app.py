@@ -17,6 +17,7 @@ from annocloud_server.gateway.grpc_clients import ServiceStubs
 from annocloud_server.gateway.limits import BodyLimitMiddleware
 from annocloud_server.gateway.routes import annotations as annotation_routes
 from annocloud_server.gateway.routes import datasets, exports, health, imports, items, projects, qa, tasks
+from annocloud_server.gateway.routes import versions as version_routes
 from annocloud_server.gateway.settings import GatewaySettings
 from annocloud_server.gateway.state import GatewayState
 
@@ -70,4 +71,5 @@ def create_app(
     app.include_router(health.router)
     for module in (datasets, items, imports, projects, tasks, annotation_routes, qa, exports):
         app.include_router(module.router, prefix="/v1")
+    app.include_router(version_routes.router, prefix="/v1")
     return app

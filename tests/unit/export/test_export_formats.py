@@ -183,13 +183,14 @@ def test_jsonl_round_trips_every_item() -> None:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_manifest_hashes_every_other_file(fmt: int) -> None:
-    """manifest.json names the format, project, export, counts and the sha256 of every other file."""
+    """manifest.json names the format, project, export, counts and the sha256 and size of every other file."""
     archive, result = export(fmt, sample_items())
     manifest = json.loads(archive.read("manifest.json"))
     others = sorted(n for n in archive.namelist() if n != "manifest.json")
     assert sorted(manifest["files"]) == others
     for name in others:
-        assert manifest["files"][name] == hashlib.sha256(archive.read(name)).hexdigest()
+        data = archive.read(name)
+        assert manifest["files"][name] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
     assert manifest["project"] == "projects/p1"
     assert manifest["export"] == "projects/p1/exports/e1"
     assert manifest["schema_version"] == 2

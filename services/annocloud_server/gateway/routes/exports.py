@@ -9,7 +9,14 @@ from fastapi import APIRouter, Body
 from fastapi.responses import StreamingResponse
 
 from annocloud_server.gateway.deps import ClientsDep, ExportId, PageSize, PageToken, ProjectId
-from annocloud_server.gateway.protojson import enum_value, split_body, string_field, to_dict, unwrap
+from annocloud_server.gateway.protojson import (
+    enum_value,
+    resource_ref,
+    split_body,
+    string_field,
+    to_dict,
+    unwrap,
+)
 from annocloud_server.gateway.routes.streaming import first_and_rest
 
 router = APIRouter(tags=["exports"])
@@ -19,10 +26,14 @@ router = APIRouter(tags=["exports"])
 def create_export(
     clients: ClientsDep,
     project: ProjectId,
-    body: Annotated[dict[str, Any], Body(examples=[{"format": "COCO", "request_id": "r-1"}])],
+    body: Annotated[
+        dict[str, Any], Body(examples=[{"format": "COCO", "request_id": "r-1", "dataset_version": "abc"}])
+    ],
 ) -> dict[str, Any]:
-    """Starts an export job (format COCO, PASCAL_VOC, YOLO or JSONL; the full enum name works too)."""
-    fields = split_body(body, {"format", "request_id"})
+    """Starts an export job (COCO, PASCAL_VOC, YOLO, YOLO_SEGMENTATION, JSONL, CVAT, LABEL_STUDIO, CSV;
+    the full enum name works too), of the current accepted labels or of a ``dataset_version`` (id)."""
+    fields = split_body(body, {"format", "request_id", "dataset_version"})
+    version = string_field(fields, "dataset_version")
     fmt = enum_value(
         export_pb2.ExportFormat, string_field(fields, "format"), prefix="EXPORT_FORMAT_", field="format"
     )
@@ -30,6 +41,11 @@ def create_export(
         parent=f"projects/{project}",
         format=fmt,  # type: ignore[arg-type]
         request_id=string_field(fields, "request_id"),
+        dataset_version=(
+            resource_ref(version, f"projects/{project}/datasetVersions", field="dataset_version")
+            if version
+            else ""
+        ),
     )
     return unwrap(clients.call(clients.export.CreateExport, request))
 
@@ -63,3 +79,15 @@ def download_export_artifact(clients: ClientsDep, project: ProjectId, export: Ex
     _, rest = first_and_rest(clients.stream(clients.export.ReadExportArtifact, request))
     headers = {"Content-Disposition": f'attachment; filename="{project}-{export}.zip"'}
     return StreamingResponse(rest, media_type="application/zip", headers=headers)
+
+
+@router.get(
+    "/projects/{project}/exports/{export}/manifest",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/json": {}}, "description": "The sidecar manifest."}},
+)
+def download_export_manifest(clients: ClientsDep, project: ProjectId, export: ExportId) -> StreamingResponse:
+    """Streams the manifest of a finished export: the zip's sha256 and size, and every file's."""
+    request = export_pb2.ReadExportArtifactRequest(name=f"projects/{project}/exports/{export}", manifest=True)
+    _, rest = first_and_rest(clients.stream(clients.export.ReadExportArtifact, request))
+    return StreamingResponse(rest, media_type="application/json")

@@ -22,38 +22,78 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from annocloud.annotations.v1 import annotations_pb2 as annocloud_dot_annotations_dot_v1_dot_annotations__pb2
+from annocloud.qa.v1 import qa_pb2 as annocloud_dot_qa_dot_v1_dot_qa__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n annocloud/export/v1/export.proto\x12\x13\x61nnocloud.export.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xea\x02\n\x06\x45xport\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\x06\x66ormat\x18\x02 \x01(\x0e\x32!.annocloud.export.v1.ExportFormat\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .annocloud.export.v1.ExportState\x12\x12\n\nitem_count\x18\x04 \x01(\x03\x12\x18\n\x10\x61nnotation_count\x18\x05 \x01(\x03\x12\x1b\n\x13\x61rtifact_size_bytes\x18\x06 \x01(\x03\x12\x17\n\x0f\x61rtifact_sha256\x18\x07 \x01(\t\x12\x14\n\x0c\x65rror_reason\x18\x08 \x01(\t\x12\x15\n\rerror_message\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"l\n\x13\x43reateExportRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x31\n\x06\x66ormat\x18\x02 \x01(\x0e\x32!.annocloud.export.v1.ExportFormat\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"C\n\x14\x43reateExportResponse\x12+\n\x06\x65xport\x18\x01 \x01(\x0b\x32\x1b.annocloud.export.v1.Export\" \n\x10GetExportRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x11GetExportResponse\x12+\n\x06\x65xport\x18\x01 \x01(\x0b\x32\x1b.annocloud.export.v1.Export\"K\n\x12ListExportsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x13ListExportsResponse\x12,\n\x07\x65xports\x18\x01 \x03(\x0b\x32\x1b.annocloud.export.v1.Export\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x19ReadExportArtifactRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"+\n\x1aReadExportArtifactResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c*\x88\x02\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XPORT_FORMAT_COCO\x10\x01\x12\x1c\n\x18\x45XPORT_FORMAT_PASCAL_VOC\x10\x02\x12\x16\n\x12\x45XPORT_FORMAT_YOLO\x10\x03\x12\x17\n\x13\x45XPORT_FORMAT_JSONL\x10\x04\x12\x16\n\x12\x45XPORT_FORMAT_CVAT\x10\x05\x12\x1e\n\x1a\x45XPORT_FORMAT_LABEL_STUDIO\x10\x06\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x07\x12#\n\x1f\x45XPORT_FORMAT_YOLO_SEGMENTATION\x10\x08*\x8f\x01\n\x0b\x45xportState\x12\x1c\n\x18\x45XPORT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45XPORT_STATE_PENDING\x10\x01\x12\x18\n\x14\x45XPORT_STATE_RUNNING\x10\x02\x12\x15\n\x11\x45XPORT_STATE_DONE\x10\x03\x12\x17\n\x13\x45XPORT_STATE_FAILED\x10\x04\x32\xab\x03\n\rExportService\x12\x63\n\x0c\x43reateExport\x12(.annocloud.export.v1.CreateExportRequest\x1a).annocloud.export.v1.CreateExportResponse\x12Z\n\tGetExport\x12%.annocloud.export.v1.GetExportRequest\x1a&.annocloud.export.v1.GetExportResponse\x12`\n\x0bListExports\x12\'.annocloud.export.v1.ListExportsRequest\x1a(.annocloud.export.v1.ListExportsResponse\x12w\n\x12ReadExportArtifact\x12..annocloud.export.v1.ReadExportArtifactRequest\x1a/.annocloud.export.v1.ReadExportArtifactResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n annocloud/export/v1/export.proto\x12\x13\x61nnocloud.export.v1\x1a*annocloud/annotations/v1/annotations.proto\x1a\x18\x61nnocloud/qa/v1/qa.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x03\n\x06\x45xport\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\x06\x66ormat\x18\x02 \x01(\x0e\x32!.annocloud.export.v1.ExportFormat\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .annocloud.export.v1.ExportState\x12\x12\n\nitem_count\x18\x04 \x01(\x03\x12\x18\n\x10\x61nnotation_count\x18\x05 \x01(\x03\x12\x1b\n\x13\x61rtifact_size_bytes\x18\x06 \x01(\x03\x12\x17\n\x0f\x61rtifact_sha256\x18\x07 \x01(\t\x12\x14\n\x0c\x65rror_reason\x18\x08 \x01(\t\x12\x15\n\rerror_message\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x64\x61taset_version\x18\x0c \x01(\t\"\x85\x01\n\x13\x43reateExportRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x31\n\x06\x66ormat\x18\x02 \x01(\x0e\x32!.annocloud.export.v1.ExportFormat\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x17\n\x0f\x64\x61taset_version\x18\x04 \x01(\t\"C\n\x14\x43reateExportResponse\x12+\n\x06\x65xport\x18\x01 \x01(\x0b\x32\x1b.annocloud.export.v1.Export\" \n\x10GetExportRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x11GetExportResponse\x12+\n\x06\x65xport\x18\x01 \x01(\x0b\x32\x1b.annocloud.export.v1.Export\"K\n\x12ListExportsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x13ListExportsResponse\x12,\n\x07\x65xports\x18\x01 \x03(\x0b\x32\x1b.annocloud.export.v1.Export\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x19ReadExportArtifactRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08manifest\x18\x02 \x01(\x08\"+\n\x1aReadExportArtifactResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\"e\n\tSplitSpec\x12\x16\n\x0etrain_fraction\x18\x01 \x01(\x01\x12\x1b\n\x13validation_fraction\x18\x02 \x01(\x01\x12\x15\n\rtest_fraction\x18\x03 \x01(\x01\x12\x0c\n\x04seed\x18\x04 \x01(\x03\"\xe8\x02\n\x0e\x44\x61tasetVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\nitem_count\x18\x04 \x01(\x03\x12\x18\n\x10\x61nnotation_count\x18\x05 \x01(\x03\x12\x16\n\x0eschema_version\x18\x06 \x01(\x05\x12\x1d\n\x15label_schema_versions\x18\x07 \x03(\x05\x12-\n\x05split\x18\x08 \x01(\x0b\x32\x1e.annocloud.export.v1.SplitSpec\x12\x13\n\x0btrain_count\x18\t \x01(\x03\x12\x18\n\x10validation_count\x18\n \x01(\x03\x12\x12\n\ntest_count\x18\x0b \x01(\x03\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rchange_cursor\x18\r \x01(\t\"\xaf\x01\n\x12\x44\x61tasetVersionItem\x12\x0c\n\x04item\x18\x01 \x01(\t\x12)\n\x05split\x18\x02 \x01(\x0e\x32\x1a.annocloud.export.v1.Split\x12\x15\n\rprimary_class\x18\x03 \x01(\t\x12\x11\n\tfile_name\x18\x04 \x01(\t\x12\x36\n\x0e\x61\x63\x63\x65pted_label\x18\x05 \x01(\x0b\x32\x1e.annocloud.qa.v1.AcceptedLabel\"\xae\x01\n\x1b\x43reateDatasetVersionRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12<\n\x0f\x64\x61taset_version\x18\x02 \x01(\x0b\x32#.annocloud.export.v1.DatasetVersion\x12-\n\x05split\x18\x03 \x01(\x0b\x32\x1e.annocloud.export.v1.SplitSpec\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\\\n\x1c\x43reateDatasetVersionResponse\x12<\n\x0f\x64\x61taset_version\x18\x01 \x01(\x0b\x32#.annocloud.export.v1.DatasetVersion\"(\n\x18GetDatasetVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Y\n\x19GetDatasetVersionResponse\x12<\n\x0f\x64\x61taset_version\x18\x01 \x01(\x0b\x32#.annocloud.export.v1.DatasetVersion\"S\n\x1aListDatasetVersionsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"u\n\x1bListDatasetVersionsResponse\x12=\n\x10\x64\x61taset_versions\x18\x01 \x03(\x0b\x32#.annocloud.export.v1.DatasetVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x82\x01\n\x1eListDatasetVersionItemsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12)\n\x05split\x18\x02 \x01(\x0e\x32\x1a.annocloud.export.v1.Split\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"r\n\x1fListDatasetVersionItemsResponse\x12\x36\n\x05items\x18\x01 \x03(\x0b\x32\'.annocloud.export.v1.DatasetVersionItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb9\x01\n\x17\x44\x61tasetVersionDiffEntry\x12\x0c\n\x04item\x18\x01 \x01(\t\x12-\n\x04kind\x18\x02 \x01(\x0e\x32\x1f.annocloud.export.v1.ChangeKind\x12\x30\n\x06\x62\x65\x66ore\x18\x03 \x01(\x0b\x32 .annocloud.annotations.v1.Labels\x12/\n\x05\x61\x66ter\x18\x04 \x01(\x0b\x32 .annocloud.annotations.v1.Labels\"r\n\x1a\x44iffDatasetVersionsRequest\x12\x17\n\x0f\x64\x61taset_version\x18\x01 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"u\n\x1b\x44iffDatasetVersionsResponse\x12=\n\x07\x65ntries\x18\x01 \x03(\x0b\x32,.annocloud.export.v1.DatasetVersionDiffEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xae\x01\n\x06\x43hange\x12\x0c\n\x04item\x18\x01 \x01(\t\x12-\n\x04kind\x18\x02 \x01(\x0e\x32\x1f.annocloud.export.v1.ChangeKind\x12\x36\n\x0e\x61\x63\x63\x65pted_label\x18\x03 \x01(\x0b\x32\x1e.annocloud.qa.v1.AcceptedLabel\x12/\n\x0b\x63hange_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"b\n\x12ListChangesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x15\n\rsince_version\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"r\n\x13ListChangesResponse\x12,\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1b.annocloud.export.v1.Change\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x14\n\x0cresume_token\x18\x03 \x01(\t*\x88\x02\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XPORT_FORMAT_COCO\x10\x01\x12\x1c\n\x18\x45XPORT_FORMAT_PASCAL_VOC\x10\x02\x12\x16\n\x12\x45XPORT_FORMAT_YOLO\x10\x03\x12\x17\n\x13\x45XPORT_FORMAT_JSONL\x10\x04\x12\x16\n\x12\x45XPORT_FORMAT_CVAT\x10\x05\x12\x1e\n\x1a\x45XPORT_FORMAT_LABEL_STUDIO\x10\x06\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x07\x12#\n\x1f\x45XPORT_FORMAT_YOLO_SEGMENTATION\x10\x08*\x8f\x01\n\x0b\x45xportState\x12\x1c\n\x18\x45XPORT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45XPORT_STATE_PENDING\x10\x01\x12\x18\n\x14\x45XPORT_STATE_RUNNING\x10\x02\x12\x15\n\x11\x45XPORT_STATE_DONE\x10\x03\x12\x17\n\x13\x45XPORT_STATE_FAILED\x10\x04*U\n\x05Split\x12\x15\n\x11SPLIT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSPLIT_TRAIN\x10\x01\x12\x14\n\x10SPLIT_VALIDATION\x10\x02\x12\x0e\n\nSPLIT_TEST\x10\x03*r\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43HANGE_KIND_ADDED\x10\x01\x12\x17\n\x13\x43HANGE_KIND_REMOVED\x10\x02\x12\x17\n\x13\x43HANGE_KIND_CHANGED\x10\x03\x32\xf9\x08\n\rExportService\x12\x63\n\x0c\x43reateExport\x12(.annocloud.export.v1.CreateExportRequest\x1a).annocloud.export.v1.CreateExportResponse\x12Z\n\tGetExport\x12%.annocloud.export.v1.GetExportRequest\x1a&.annocloud.export.v1.GetExportResponse\x12`\n\x0bListExports\x12\'.annocloud.export.v1.ListExportsRequest\x1a(.annocloud.export.v1.ListExportsResponse\x12w\n\x12ReadExportArtifact\x12..annocloud.export.v1.ReadExportArtifactRequest\x1a/.annocloud.export.v1.ReadExportArtifactResponse0\x01\x12{\n\x14\x43reateDatasetVersion\x12\x30.annocloud.export.v1.CreateDatasetVersionRequest\x1a\x31.annocloud.export.v1.CreateDatasetVersionResponse\x12r\n\x11GetDatasetVersion\x12-.annocloud.export.v1.GetDatasetVersionRequest\x1a..annocloud.export.v1.GetDatasetVersionResponse\x12x\n\x13ListDatasetVersions\x12/.annocloud.export.v1.ListDatasetVersionsRequest\x1a\x30.annocloud.export.v1.ListDatasetVersionsResponse\x12\x84\x01\n\x17ListDatasetVersionItems\x12\x33.annocloud.export.v1.ListDatasetVersionItemsRequest\x1a\x34.annocloud.export.v1.ListDatasetVersionItemsResponse\x12x\n\x13\x44iffDatasetVersions\x12/.annocloud.export.v1.DiffDatasetVersionsRequest\x1a\x30.annocloud.export.v1.DiffDatasetVersionsResponse\x12`\n\x0bListChanges\x12\'.annocloud.export.v1.ListChangesRequest\x1a(.annocloud.export.v1.ListChangesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'annocloud.export.v1.export_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXPORTFORMAT']._serialized_start=994
-  _globals['_EXPORTFORMAT']._serialized_end=1258
-  _globals['_EXPORTSTATE']._serialized_start=1261
-  _globals['_EXPORTSTATE']._serialized_end=1404
-  _globals['_EXPORT']._serialized_start=91
-  _globals['_EXPORT']._serialized_end=453
-  _globals['_CREATEEXPORTREQUEST']._serialized_start=455
-  _globals['_CREATEEXPORTREQUEST']._serialized_end=563
-  _globals['_CREATEEXPORTRESPONSE']._serialized_start=565
-  _globals['_CREATEEXPORTRESPONSE']._serialized_end=632
-  _globals['_GETEXPORTREQUEST']._serialized_start=634
-  _globals['_GETEXPORTREQUEST']._serialized_end=666
-  _globals['_GETEXPORTRESPONSE']._serialized_start=668
-  _globals['_GETEXPORTRESPONSE']._serialized_end=732
-  _globals['_LISTEXPORTSREQUEST']._serialized_start=734
-  _globals['_LISTEXPORTSREQUEST']._serialized_end=809
-  _globals['_LISTEXPORTSRESPONSE']._serialized_start=811
-  _globals['_LISTEXPORTSRESPONSE']._serialized_end=903
-  _globals['_READEXPORTARTIFACTREQUEST']._serialized_start=905
-  _globals['_READEXPORTARTIFACTREQUEST']._serialized_end=946
-  _globals['_READEXPORTARTIFACTRESPONSE']._serialized_start=948
-  _globals['_READEXPORTARTIFACTRESPONSE']._serialized_end=991
-  _globals['_EXPORTSERVICE']._serialized_start=1407
-  _globals['_EXPORTSERVICE']._serialized_end=1834
+  _globals['_EXPORTFORMAT']._serialized_start=3450
+  _globals['_EXPORTFORMAT']._serialized_end=3714
+  _globals['_EXPORTSTATE']._serialized_start=3717
+  _globals['_EXPORTSTATE']._serialized_end=3860
+  _globals['_SPLIT']._serialized_start=3862
+  _globals['_SPLIT']._serialized_end=3947
+  _globals['_CHANGEKIND']._serialized_start=3949
+  _globals['_CHANGEKIND']._serialized_end=4063
+  _globals['_EXPORT']._serialized_start=161
+  _globals['_EXPORT']._serialized_end=548
+  _globals['_CREATEEXPORTREQUEST']._serialized_start=551
+  _globals['_CREATEEXPORTREQUEST']._serialized_end=684
+  _globals['_CREATEEXPORTRESPONSE']._serialized_start=686
+  _globals['_CREATEEXPORTRESPONSE']._serialized_end=753
+  _globals['_GETEXPORTREQUEST']._serialized_start=755
+  _globals['_GETEXPORTREQUEST']._serialized_end=787
+  _globals['_GETEXPORTRESPONSE']._serialized_start=789
+  _globals['_GETEXPORTRESPONSE']._serialized_end=853
+  _globals['_LISTEXPORTSREQUEST']._serialized_start=855
+  _globals['_LISTEXPORTSREQUEST']._serialized_end=930
+  _globals['_LISTEXPORTSRESPONSE']._serialized_start=932
+  _globals['_LISTEXPORTSRESPONSE']._serialized_end=1024
+  _globals['_READEXPORTARTIFACTREQUEST']._serialized_start=1026
+  _globals['_READEXPORTARTIFACTREQUEST']._serialized_end=1085
+  _globals['_READEXPORTARTIFACTRESPONSE']._serialized_start=1087
+  _globals['_READEXPORTARTIFACTRESPONSE']._serialized_end=1130
+  _globals['_SPLITSPEC']._serialized_start=1132
+  _globals['_SPLITSPEC']._serialized_end=1233
+  _globals['_DATASETVERSION']._serialized_start=1236
+  _globals['_DATASETVERSION']._serialized_end=1596
+  _globals['_DATASETVERSIONITEM']._serialized_start=1599
+  _globals['_DATASETVERSIONITEM']._serialized_end=1774
+  _globals['_CREATEDATASETVERSIONREQUEST']._serialized_start=1777
+  _globals['_CREATEDATASETVERSIONREQUEST']._serialized_end=1951
+  _globals['_CREATEDATASETVERSIONRESPONSE']._serialized_start=1953
+  _globals['_CREATEDATASETVERSIONRESPONSE']._serialized_end=2045
+  _globals['_GETDATASETVERSIONREQUEST']._serialized_start=2047
+  _globals['_GETDATASETVERSIONREQUEST']._serialized_end=2087
+  _globals['_GETDATASETVERSIONRESPONSE']._serialized_start=2089
+  _globals['_GETDATASETVERSIONRESPONSE']._serialized_end=2178
+  _globals['_LISTDATASETVERSIONSREQUEST']._serialized_start=2180
+  _globals['_LISTDATASETVERSIONSREQUEST']._serialized_end=2263
+  _globals['_LISTDATASETVERSIONSRESPONSE']._serialized_start=2265
+  _globals['_LISTDATASETVERSIONSRESPONSE']._serialized_end=2382
+  _globals['_LISTDATASETVERSIONITEMSREQUEST']._serialized_start=2385
+  _globals['_LISTDATASETVERSIONITEMSREQUEST']._serialized_end=2515
+  _globals['_LISTDATASETVERSIONITEMSRESPONSE']._serialized_start=2517
+  _globals['_LISTDATASETVERSIONITEMSRESPONSE']._serialized_end=2631
+  _globals['_DATASETVERSIONDIFFENTRY']._serialized_start=2634
+  _globals['_DATASETVERSIONDIFFENTRY']._serialized_end=2819
+  _globals['_DIFFDATASETVERSIONSREQUEST']._serialized_start=2821
+  _globals['_DIFFDATASETVERSIONSREQUEST']._serialized_end=2935
+  _globals['_DIFFDATASETVERSIONSRESPONSE']._serialized_start=2937
+  _globals['_DIFFDATASETVERSIONSRESPONSE']._serialized_end=3054
+  _globals['_CHANGE']._serialized_start=3057
+  _globals['_CHANGE']._serialized_end=3231
+  _globals['_LISTCHANGESREQUEST']._serialized_start=3233
+  _globals['_LISTCHANGESREQUEST']._serialized_end=3331
+  _globals['_LISTCHANGESRESPONSE']._serialized_start=3333
+  _globals['_LISTCHANGESRESPONSE']._serialized_end=3447
+  _globals['_EXPORTSERVICE']._serialized_start=4066
+  _globals['_EXPORTSERVICE']._serialized_end=5211
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,8 @@
 isort:skip_file
 """
 
+from annocloud.annotations.v1 import annotations_pb2 as _annotations_pb2
+from annocloud.qa.v1 import qa_pb2 as _qa_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -100,6 +102,62 @@ EXPORT_STATE_FAILED: ExportState.ValueType  # 4
 """Failed; see error_reason and error_message."""
 Global___ExportState: _TypeAlias = ExportState  # noqa: Y015
 
+class _Split:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SplitEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Split.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SPLIT_UNSPECIFIED: _Split.ValueType  # 0
+    """Never used on purpose."""
+    SPLIT_TRAIN: _Split.ValueType  # 1
+    """Training."""
+    SPLIT_VALIDATION: _Split.ValueType  # 2
+    """Validation."""
+    SPLIT_TEST: _Split.ValueType  # 3
+    """Test."""
+
+class Split(_Split, metaclass=_SplitEnumTypeWrapper):
+    """Split of an item in a dataset version."""
+
+SPLIT_UNSPECIFIED: Split.ValueType  # 0
+"""Never used on purpose."""
+SPLIT_TRAIN: Split.ValueType  # 1
+"""Training."""
+SPLIT_VALIDATION: Split.ValueType  # 2
+"""Validation."""
+SPLIT_TEST: Split.ValueType  # 3
+"""Test."""
+Global___Split: _TypeAlias = Split  # noqa: Y015
+
+class _ChangeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANGE_KIND_UNSPECIFIED: _ChangeKind.ValueType  # 0
+    """Never used on purpose."""
+    CHANGE_KIND_ADDED: _ChangeKind.ValueType  # 1
+    """Not there before, there now."""
+    CHANGE_KIND_REMOVED: _ChangeKind.ValueType  # 2
+    """There before, not there now (diffs only)."""
+    CHANGE_KIND_CHANGED: _ChangeKind.ValueType  # 3
+    """There in both, with different labels."""
+
+class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper):
+    """What happened to an item."""
+
+CHANGE_KIND_UNSPECIFIED: ChangeKind.ValueType  # 0
+"""Never used on purpose."""
+CHANGE_KIND_ADDED: ChangeKind.ValueType  # 1
+"""Not there before, there now."""
+CHANGE_KIND_REMOVED: ChangeKind.ValueType  # 2
+"""There before, not there now (diffs only)."""
+CHANGE_KIND_CHANGED: ChangeKind.ValueType  # 3
+"""There in both, with different labels."""
+Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
+
 @_typing.final
 class Export(_message.Message):
     """An export job and its artifact."""
@@ -117,6 +175,7 @@ class Export(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    DATASET_VERSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `projects/{project}/exports/{export}`."""
     format: Global___ExportFormat.ValueType
@@ -135,6 +194,8 @@ class Export(_message.Message):
     """Machine-readable reason when FAILED."""
     error_message: _builtins.str
     """Human-readable message when FAILED."""
+    dataset_version: _builtins.str
+    """The dataset version exported; empty for an export of the current accepted labels."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When requested."""
@@ -157,10 +218,11 @@ class Export(_message.Message):
         error_message: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        dataset_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotation_count", b"annotation_count", "artifact_sha256", b"artifact_sha256", "artifact_size_bytes", b"artifact_size_bytes", "create_time", b"create_time", "end_time", b"end_time", "error_message", b"error_message", "error_reason", b"error_reason", "format", b"format", "item_count", b"item_count", "name", b"name", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotation_count", b"annotation_count", "artifact_sha256", b"artifact_sha256", "artifact_size_bytes", b"artifact_size_bytes", "create_time", b"create_time", "dataset_version", b"dataset_version", "end_time", b"end_time", "error_message", b"error_message", "error_reason", b"error_reason", "format", b"format", "item_count", b"item_count", "name", b"name", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -175,22 +237,28 @@ class CreateExportRequest(_message.Message):
     PARENT_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    DATASET_VERSION_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """`projects/{project}`."""
     format: Global___ExportFormat.ValueType
     """Format wanted."""
     request_id: _builtins.str
     """Idempotency key."""
+    dataset_version: _builtins.str
+    """Optional `projects/{project}/datasetVersions/{version}`: export that immutable version (its
+    split is recorded in the artifact) instead of the project's current accepted labels.
+    """
     def __init__(
         self,
         *,
         parent: _builtins.str = ...,
         format: Global___ExportFormat.ValueType = ...,
         request_id: _builtins.str = ...,
+        dataset_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "parent", b"parent", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_version", b"dataset_version", "format", b"format", "parent", b"parent", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -331,16 +399,22 @@ class ReadExportArtifactRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    MANIFEST_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`projects/{project}/exports/{export}`, DONE."""
+    manifest: _builtins.bool
+    """Stream the sidecar manifest JSON instead of the zip: the whole artifact's sha256 and size
+    and every file of the zip with its sha256 and size.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        manifest: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["manifest", b"manifest", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -367,3 +441,587 @@ class ReadExportArtifactResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReadExportArtifactResponse: _TypeAlias = ReadExportArtifactResponse  # noqa: Y015
+
+@_typing.final
+class SplitSpec(_message.Message):
+    """How the items of a dataset version are split, by fraction of each primary class."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAIN_FRACTION_FIELD_NUMBER: _builtins.int
+    VALIDATION_FRACTION_FIELD_NUMBER: _builtins.int
+    TEST_FRACTION_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    train_fraction: _builtins.float
+    """Fraction for train. All three zero means 0.8 / 0.1 / 0.1."""
+    validation_fraction: _builtins.float
+    """Fraction for validation."""
+    test_fraction: _builtins.float
+    """Fraction for test. The three must be >= 0 and sum to 1 (within 1e-6)."""
+    seed: _builtins.int
+    """Seed of the split: the same items and seed give the same split."""
+    def __init__(
+        self,
+        *,
+        train_fraction: _builtins.float = ...,
+        validation_fraction: _builtins.float = ...,
+        test_fraction: _builtins.float = ...,
+        seed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["seed", b"seed", "test_fraction", b"test_fraction", "train_fraction", b"train_fraction", "validation_fraction", b"validation_fraction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SplitSpec: _TypeAlias = SplitSpec  # noqa: Y015
+
+@_typing.final
+class DatasetVersion(_message.Message):
+    """An immutable snapshot of a project's accepted labels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    ITEM_COUNT_FIELD_NUMBER: _builtins.int
+    ANNOTATION_COUNT_FIELD_NUMBER: _builtins.int
+    SCHEMA_VERSION_FIELD_NUMBER: _builtins.int
+    LABEL_SCHEMA_VERSIONS_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    TRAIN_COUNT_FIELD_NUMBER: _builtins.int
+    VALIDATION_COUNT_FIELD_NUMBER: _builtins.int
+    TEST_COUNT_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    CHANGE_CURSOR_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `projects/{project}/datasetVersions/{version}`."""
+    display_name: _builtins.str
+    """Free text."""
+    description: _builtins.str
+    """Free text."""
+    item_count: _builtins.int
+    """Items in the version."""
+    annotation_count: _builtins.int
+    """Regions (objects) in the version."""
+    schema_version: _builtins.int
+    """The project's latest schema version when the version was made (exports use its categories)."""
+    train_count: _builtins.int
+    """Items in train."""
+    validation_count: _builtins.int
+    """Items in validation."""
+    test_count: _builtins.int
+    """Items in test."""
+    change_cursor: _builtins.str
+    """Change-feed cursor just after the last change in the version (ListChanges.page_token)."""
+    @_builtins.property
+    def label_schema_versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Every schema version the labels in the version were made with, ascending."""
+
+    @_builtins.property
+    def split(self) -> Global___SplitSpec:
+        """The split requested (defaults filled in)."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When made."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        item_count: _builtins.int = ...,
+        annotation_count: _builtins.int = ...,
+        schema_version: _builtins.int = ...,
+        label_schema_versions: _abc.Iterable[_builtins.int] | None = ...,
+        split: Global___SplitSpec | None = ...,
+        train_count: _builtins.int = ...,
+        validation_count: _builtins.int = ...,
+        test_count: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        change_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "split", b"split"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotation_count", b"annotation_count", "change_cursor", b"change_cursor", "create_time", b"create_time", "description", b"description", "display_name", b"display_name", "item_count", b"item_count", "label_schema_versions", b"label_schema_versions", "name", b"name", "schema_version", b"schema_version", "split", b"split", "test_count", b"test_count", "train_count", b"train_count", "validation_count", b"validation_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetVersion: _TypeAlias = DatasetVersion  # noqa: Y015
+
+@_typing.final
+class DatasetVersionItem(_message.Message):
+    """One item of a dataset version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    PRIMARY_CLASS_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    ACCEPTED_LABEL_FIELD_NUMBER: _builtins.int
+    item: _builtins.str
+    """`datasets/{dataset}/items/{item}`."""
+    split: Global___Split.ValueType
+    """Its split."""
+    primary_class: _builtins.str
+    """The class it was stratified by ("" when it has no label)."""
+    file_name: _builtins.str
+    """The file name every export of this version uses for it."""
+    @_builtins.property
+    def accepted_label(self) -> _qa_pb2.AcceptedLabel:
+        """The accepted label as snapshotted."""
+
+    def __init__(
+        self,
+        *,
+        item: _builtins.str = ...,
+        split: Global___Split.ValueType = ...,
+        primary_class: _builtins.str = ...,
+        file_name: _builtins.str = ...,
+        accepted_label: _qa_pb2.AcceptedLabel | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_label", b"accepted_label"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_label", b"accepted_label", "file_name", b"file_name", "item", b"item", "primary_class", b"primary_class", "split", b"split"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetVersionItem: _TypeAlias = DatasetVersionItem  # noqa: Y015
+
+@_typing.final
+class CreateDatasetVersionRequest(_message.Message):
+    """Request for CreateDatasetVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    DATASET_VERSION_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`projects/{project}`."""
+    request_id: _builtins.str
+    """Idempotency key."""
+    @_builtins.property
+    def dataset_version(self) -> Global___DatasetVersion:
+        """Name and description (other fields are ignored)."""
+
+    @_builtins.property
+    def split(self) -> Global___SplitSpec:
+        """The split; unset means 0.8 / 0.1 / 0.1 with seed 0."""
+
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        dataset_version: Global___DatasetVersion | None = ...,
+        split: Global___SplitSpec | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset_version", b"dataset_version", "split", b"split"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_version", b"dataset_version", "parent", b"parent", "request_id", b"request_id", "split", b"split"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateDatasetVersionRequest: _TypeAlias = CreateDatasetVersionRequest  # noqa: Y015
+
+@_typing.final
+class CreateDatasetVersionResponse(_message.Message):
+    """Response for CreateDatasetVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_VERSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dataset_version(self) -> Global___DatasetVersion:
+        """The finished version."""
+
+    def __init__(
+        self,
+        *,
+        dataset_version: Global___DatasetVersion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset_version", b"dataset_version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_version", b"dataset_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateDatasetVersionResponse: _TypeAlias = CreateDatasetVersionResponse  # noqa: Y015
+
+@_typing.final
+class GetDatasetVersionRequest(_message.Message):
+    """Request for GetDatasetVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`projects/{project}/datasetVersions/{version}`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDatasetVersionRequest: _TypeAlias = GetDatasetVersionRequest  # noqa: Y015
+
+@_typing.final
+class GetDatasetVersionResponse(_message.Message):
+    """Response for GetDatasetVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_VERSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dataset_version(self) -> Global___DatasetVersion:
+        """The version."""
+
+    def __init__(
+        self,
+        *,
+        dataset_version: Global___DatasetVersion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset_version", b"dataset_version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_version", b"dataset_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDatasetVersionResponse: _TypeAlias = GetDatasetVersionResponse  # noqa: Y015
+
+@_typing.final
+class ListDatasetVersionsRequest(_message.Message):
+    """Request for ListDatasetVersions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`projects/{project}`."""
+    page_size: _builtins.int
+    """At most this many (default 50, maximum 1000)."""
+    page_token: _builtins.str
+    """From a previous next_page_token."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDatasetVersionsRequest: _TypeAlias = ListDatasetVersionsRequest  # noqa: Y015
+
+@_typing.final
+class ListDatasetVersionsResponse(_message.Message):
+    """Response for ListDatasetVersions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_VERSIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def dataset_versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetVersion]:
+        """One page, newest first."""
+
+    def __init__(
+        self,
+        *,
+        dataset_versions: _abc.Iterable[Global___DatasetVersion] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_versions", b"dataset_versions", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDatasetVersionsResponse: _TypeAlias = ListDatasetVersionsResponse  # noqa: Y015
+
+@_typing.final
+class ListDatasetVersionItemsRequest(_message.Message):
+    """Request for ListDatasetVersionItems."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`projects/{project}/datasetVersions/{version}`."""
+    split: Global___Split.ValueType
+    """Only this split; unspecified means every item."""
+    page_size: _builtins.int
+    """At most this many (default 50, maximum 1000)."""
+    page_token: _builtins.str
+    """From a previous next_page_token."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        split: Global___Split.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "split", b"split"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDatasetVersionItemsRequest: _TypeAlias = ListDatasetVersionItemsRequest  # noqa: Y015
+
+@_typing.final
+class ListDatasetVersionItemsResponse(_message.Message):
+    """Response for ListDatasetVersionItems."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetVersionItem]:
+        """One page, in item order."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___DatasetVersionItem] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDatasetVersionItemsResponse: _TypeAlias = ListDatasetVersionItemsResponse  # noqa: Y015
+
+@_typing.final
+class DatasetVersionDiffEntry(_message.Message):
+    """One difference between two dataset versions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    item: _builtins.str
+    """`datasets/{dataset}/items/{item}`."""
+    kind: Global___ChangeKind.ValueType
+    """ADDED, REMOVED or CHANGED."""
+    @_builtins.property
+    def before(self) -> _annotations_pb2.Labels:
+        """Labels in base_version (unset when ADDED)."""
+
+    @_builtins.property
+    def after(self) -> _annotations_pb2.Labels:
+        """Labels in dataset_version (unset when REMOVED)."""
+
+    def __init__(
+        self,
+        *,
+        item: _builtins.str = ...,
+        kind: Global___ChangeKind.ValueType = ...,
+        before: _annotations_pb2.Labels | None = ...,
+        after: _annotations_pb2.Labels | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "before", b"before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "before", b"before", "item", b"item", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetVersionDiffEntry: _TypeAlias = DatasetVersionDiffEntry  # noqa: Y015
+
+@_typing.final
+class DiffDatasetVersionsRequest(_message.Message):
+    """Request for DiffDatasetVersions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_VERSION_FIELD_NUMBER: _builtins.int
+    BASE_VERSION_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    dataset_version: _builtins.str
+    """`projects/{project}/datasetVersions/{version}`: the newer side."""
+    base_version: _builtins.str
+    """`projects/{project}/datasetVersions/{version}` of the same project: the older side."""
+    page_size: _builtins.int
+    """At most this many entries (default 50, maximum 1000)."""
+    page_token: _builtins.str
+    """From a previous next_page_token."""
+    def __init__(
+        self,
+        *,
+        dataset_version: _builtins.str = ...,
+        base_version: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_version", b"base_version", "dataset_version", b"dataset_version", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiffDatasetVersionsRequest: _TypeAlias = DiffDatasetVersionsRequest  # noqa: Y015
+
+@_typing.final
+class DiffDatasetVersionsResponse(_message.Message):
+    """Response for DiffDatasetVersions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetVersionDiffEntry]:
+        """One page, in item order."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___DatasetVersionDiffEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiffDatasetVersionsResponse: _TypeAlias = DiffDatasetVersionsResponse  # noqa: Y015
+
+@_typing.final
+class Change(_message.Message):
+    """One acceptance in the change feed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ACCEPTED_LABEL_FIELD_NUMBER: _builtins.int
+    CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    item: _builtins.str
+    """`datasets/{dataset}/items/{item}`."""
+    kind: Global___ChangeKind.ValueType
+    """ADDED (first acceptance of the item) or CHANGED (a re-acceptance)."""
+    @_builtins.property
+    def accepted_label(self) -> _qa_pb2.AcceptedLabel:
+        """The accepted label as of this change."""
+
+    @_builtins.property
+    def change_time(self) -> _timestamp_pb2.Timestamp:
+        """When this service recorded the change."""
+
+    def __init__(
+        self,
+        *,
+        item: _builtins.str = ...,
+        kind: Global___ChangeKind.ValueType = ...,
+        accepted_label: _qa_pb2.AcceptedLabel | None = ...,
+        change_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_label", b"accepted_label", "change_time", b"change_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_label", b"accepted_label", "change_time", b"change_time", "item", b"item", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Change: _TypeAlias = Change  # noqa: Y015
+
+@_typing.final
+class ListChangesRequest(_message.Message):
+    """Request for ListChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    SINCE_VERSION_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`projects/{project}`."""
+    since_version: _builtins.str
+    """Start after the last change in this version (`projects/{project}/datasetVersions/{version}`);
+    ignored when page_token is set. Neither: from the first change.
+    """
+    page_size: _builtins.int
+    """At most this many (default 50, maximum 1000)."""
+    page_token: _builtins.str
+    """A next_page_token or resume_token from an earlier call."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        since_version: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "since_version", b"since_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChangesRequest: _TypeAlias = ListChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListChangesResponse(_message.Message):
+    """Response for ListChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty when this page reached the end of the feed."""
+    resume_token: _builtins.str
+    """Always set: pass it as page_token later to get the changes made after this page."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Change]:
+        """One page, oldest first; every change appears exactly once across the pages."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___Change] | None = ...,
+        next_page_token: _builtins.str = ...,
+        resume_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token", "resume_token", b"resume_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChangesResponse: _TypeAlias = ListChangesResponse  # noqa: Y015

@@ -55,6 +55,36 @@ class ExportServiceStub:
                 request_serializer=annocloud_dot_export_dot_v1_dot_export__pb2.ReadExportArtifactRequest.SerializeToString,
                 response_deserializer=annocloud_dot_export_dot_v1_dot_export__pb2.ReadExportArtifactResponse.FromString,
                 _registered_method=True)
+        self.CreateDatasetVersion = channel.unary_unary(
+                '/annocloud.export.v1.ExportService/CreateDatasetVersion',
+                request_serializer=annocloud_dot_export_dot_v1_dot_export__pb2.CreateDatasetVersionRequest.SerializeToString,
+                response_deserializer=annocloud_dot_export_dot_v1_dot_export__pb2.CreateDatasetVersionResponse.FromString,
+                _registered_method=True)
+        self.GetDatasetVersion = channel.unary_unary(
+                '/annocloud.export.v1.ExportService/GetDatasetVersion',
+                request_serializer=annocloud_dot_export_dot_v1_dot_export__pb2.GetDatasetVersionRequest.SerializeToString,
+                response_deserializer=annocloud_dot_export_dot_v1_dot_export__pb2.GetDatasetVersionResponse.FromString,
+                _registered_method=True)
+        self.ListDatasetVersions = channel.unary_unary(
+                '/annocloud.export.v1.ExportService/ListDatasetVersions',
+                request_serializer=annocloud_dot_export_dot_v1_dot_export__pb2.ListDatasetVersionsRequest.SerializeToString,
+                response_deserializer=annocloud_dot_export_dot_v1_dot_export__pb2.ListDatasetVersionsResponse.FromString,
+                _registered_method=True)
+        self.ListDatasetVersionItems = channel.unary_unary(
+                '/annocloud.export.v1.ExportService/ListDatasetVersionItems',
+                request_serializer=annocloud_dot_export_dot_v1_dot_export__pb2.ListDatasetVersionItemsRequest.SerializeToString,
+                response_deserializer=annocloud_dot_export_dot_v1_dot_export__pb2.ListDatasetVersionItemsResponse.FromString,
+                _registered_method=True)
+        self.DiffDatasetVersions = channel.unary_unary(
+                '/annocloud.export.v1.ExportService/DiffDatasetVersions',
+                request_serializer=annocloud_dot_export_dot_v1_dot_export__pb2.DiffDatasetVersionsRequest.SerializeToString,
+                response_deserializer=annocloud_dot_export_dot_v1_dot_export__pb2.DiffDatasetVersionsResponse.FromString,
+                _registered_method=True)
+        self.ListChanges = channel.unary_unary(
+                '/annocloud.export.v1.ExportService/ListChanges',
+                request_serializer=annocloud_dot_export_dot_v1_dot_export__pb2.ListChangesRequest.SerializeToString,
+                response_deserializer=annocloud_dot_export_dot_v1_dot_export__pb2.ListChangesResponse.FromString,
+                _registered_method=True)
 
 
 class ExportServiceServicer:
@@ -83,7 +113,50 @@ class ExportServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReadExportArtifact(self, request, context):
-        """Streams the artifact (a zip) of a finished export.
+        """Streams the artifact (a zip) of a finished export, or its sidecar manifest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateDatasetVersion(self, request, context):
+        """Snapshots the project's accepted labels as an immutable dataset version with a
+        train/val/test split. Synchronous: returns the finished version. Idempotent on request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDatasetVersion(self, request, context):
+        """Gets a dataset version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDatasetVersions(self, request, context):
+        """Lists the dataset versions of a project, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDatasetVersionItems(self, request, context):
+        """Lists the items of a dataset version with their split, in item order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiffDatasetVersions(self, request, context):
+        """Items added, removed or changed from one dataset version to another, in item order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListChanges(self, request, context):
+        """The change feed: every acceptance since a dataset version or a cursor, oldest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,6 +184,36 @@ def add_ExportServiceServicer_to_server(servicer, server):
                     servicer.ReadExportArtifact,
                     request_deserializer=annocloud_dot_export_dot_v1_dot_export__pb2.ReadExportArtifactRequest.FromString,
                     response_serializer=annocloud_dot_export_dot_v1_dot_export__pb2.ReadExportArtifactResponse.SerializeToString,
+            ),
+            'CreateDatasetVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateDatasetVersion,
+                    request_deserializer=annocloud_dot_export_dot_v1_dot_export__pb2.CreateDatasetVersionRequest.FromString,
+                    response_serializer=annocloud_dot_export_dot_v1_dot_export__pb2.CreateDatasetVersionResponse.SerializeToString,
+            ),
+            'GetDatasetVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDatasetVersion,
+                    request_deserializer=annocloud_dot_export_dot_v1_dot_export__pb2.GetDatasetVersionRequest.FromString,
+                    response_serializer=annocloud_dot_export_dot_v1_dot_export__pb2.GetDatasetVersionResponse.SerializeToString,
+            ),
+            'ListDatasetVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasetVersions,
+                    request_deserializer=annocloud_dot_export_dot_v1_dot_export__pb2.ListDatasetVersionsRequest.FromString,
+                    response_serializer=annocloud_dot_export_dot_v1_dot_export__pb2.ListDatasetVersionsResponse.SerializeToString,
+            ),
+            'ListDatasetVersionItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasetVersionItems,
+                    request_deserializer=annocloud_dot_export_dot_v1_dot_export__pb2.ListDatasetVersionItemsRequest.FromString,
+                    response_serializer=annocloud_dot_export_dot_v1_dot_export__pb2.ListDatasetVersionItemsResponse.SerializeToString,
+            ),
+            'DiffDatasetVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiffDatasetVersions,
+                    request_deserializer=annocloud_dot_export_dot_v1_dot_export__pb2.DiffDatasetVersionsRequest.FromString,
+                    response_serializer=annocloud_dot_export_dot_v1_dot_export__pb2.DiffDatasetVersionsResponse.SerializeToString,
+            ),
+            'ListChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChanges,
+                    request_deserializer=annocloud_dot_export_dot_v1_dot_export__pb2.ListChangesRequest.FromString,
+                    response_serializer=annocloud_dot_export_dot_v1_dot_export__pb2.ListChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +325,168 @@ class ExportService:
             '/annocloud.export.v1.ExportService/ReadExportArtifact',
             annocloud_dot_export_dot_v1_dot_export__pb2.ReadExportArtifactRequest.SerializeToString,
             annocloud_dot_export_dot_v1_dot_export__pb2.ReadExportArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateDatasetVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/annocloud.export.v1.ExportService/CreateDatasetVersion',
+            annocloud_dot_export_dot_v1_dot_export__pb2.CreateDatasetVersionRequest.SerializeToString,
+            annocloud_dot_export_dot_v1_dot_export__pb2.CreateDatasetVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDatasetVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/annocloud.export.v1.ExportService/GetDatasetVersion',
+            annocloud_dot_export_dot_v1_dot_export__pb2.GetDatasetVersionRequest.SerializeToString,
+            annocloud_dot_export_dot_v1_dot_export__pb2.GetDatasetVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasetVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/annocloud.export.v1.ExportService/ListDatasetVersions',
+            annocloud_dot_export_dot_v1_dot_export__pb2.ListDatasetVersionsRequest.SerializeToString,
+            annocloud_dot_export_dot_v1_dot_export__pb2.ListDatasetVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasetVersionItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/annocloud.export.v1.ExportService/ListDatasetVersionItems',
+            annocloud_dot_export_dot_v1_dot_export__pb2.ListDatasetVersionItemsRequest.SerializeToString,
+            annocloud_dot_export_dot_v1_dot_export__pb2.ListDatasetVersionItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiffDatasetVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/annocloud.export.v1.ExportService/DiffDatasetVersions',
+            annocloud_dot_export_dot_v1_dot_export__pb2.DiffDatasetVersionsRequest.SerializeToString,
+            annocloud_dot_export_dot_v1_dot_export__pb2.DiffDatasetVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/annocloud.export.v1.ExportService/ListChanges',
+            annocloud_dot_export_dot_v1_dot_export__pb2.ListChangesRequest.SerializeToString,
+            annocloud_dot_export_dot_v1_dot_export__pb2.ListChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

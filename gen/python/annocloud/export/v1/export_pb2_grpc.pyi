@@ -40,7 +40,21 @@ class ExportServiceStub:
     ListExports: _grpc.UnaryUnaryMultiCallable[_export_pb2.ListExportsRequest, _export_pb2.ListExportsResponse]
     """Lists the export jobs of a project, newest first."""
     ReadExportArtifact: _grpc.UnaryStreamMultiCallable[_export_pb2.ReadExportArtifactRequest, _export_pb2.ReadExportArtifactResponse]
-    """Streams the artifact (a zip) of a finished export."""
+    """Streams the artifact (a zip) of a finished export, or its sidecar manifest."""
+    CreateDatasetVersion: _grpc.UnaryUnaryMultiCallable[_export_pb2.CreateDatasetVersionRequest, _export_pb2.CreateDatasetVersionResponse]
+    """Snapshots the project's accepted labels as an immutable dataset version with a
+    train/val/test split. Synchronous: returns the finished version. Idempotent on request_id.
+    """
+    GetDatasetVersion: _grpc.UnaryUnaryMultiCallable[_export_pb2.GetDatasetVersionRequest, _export_pb2.GetDatasetVersionResponse]
+    """Gets a dataset version."""
+    ListDatasetVersions: _grpc.UnaryUnaryMultiCallable[_export_pb2.ListDatasetVersionsRequest, _export_pb2.ListDatasetVersionsResponse]
+    """Lists the dataset versions of a project, newest first."""
+    ListDatasetVersionItems: _grpc.UnaryUnaryMultiCallable[_export_pb2.ListDatasetVersionItemsRequest, _export_pb2.ListDatasetVersionItemsResponse]
+    """Lists the items of a dataset version with their split, in item order."""
+    DiffDatasetVersions: _grpc.UnaryUnaryMultiCallable[_export_pb2.DiffDatasetVersionsRequest, _export_pb2.DiffDatasetVersionsResponse]
+    """Items added, removed or changed from one dataset version to another, in item order."""
+    ListChanges: _grpc.UnaryUnaryMultiCallable[_export_pb2.ListChangesRequest, _export_pb2.ListChangesResponse]
+    """The change feed: every acceptance since a dataset version or a cursor, oldest first."""
 
 @_typing.type_check_only
 class ExportServiceAsyncStub(ExportServiceStub):
@@ -54,7 +68,21 @@ class ExportServiceAsyncStub(ExportServiceStub):
     ListExports: _aio.UnaryUnaryMultiCallable[_export_pb2.ListExportsRequest, _export_pb2.ListExportsResponse]  # type: ignore[assignment]
     """Lists the export jobs of a project, newest first."""
     ReadExportArtifact: _aio.UnaryStreamMultiCallable[_export_pb2.ReadExportArtifactRequest, _export_pb2.ReadExportArtifactResponse]  # type: ignore[assignment]
-    """Streams the artifact (a zip) of a finished export."""
+    """Streams the artifact (a zip) of a finished export, or its sidecar manifest."""
+    CreateDatasetVersion: _aio.UnaryUnaryMultiCallable[_export_pb2.CreateDatasetVersionRequest, _export_pb2.CreateDatasetVersionResponse]  # type: ignore[assignment]
+    """Snapshots the project's accepted labels as an immutable dataset version with a
+    train/val/test split. Synchronous: returns the finished version. Idempotent on request_id.
+    """
+    GetDatasetVersion: _aio.UnaryUnaryMultiCallable[_export_pb2.GetDatasetVersionRequest, _export_pb2.GetDatasetVersionResponse]  # type: ignore[assignment]
+    """Gets a dataset version."""
+    ListDatasetVersions: _aio.UnaryUnaryMultiCallable[_export_pb2.ListDatasetVersionsRequest, _export_pb2.ListDatasetVersionsResponse]  # type: ignore[assignment]
+    """Lists the dataset versions of a project, newest first."""
+    ListDatasetVersionItems: _aio.UnaryUnaryMultiCallable[_export_pb2.ListDatasetVersionItemsRequest, _export_pb2.ListDatasetVersionItemsResponse]  # type: ignore[assignment]
+    """Lists the items of a dataset version with their split, in item order."""
+    DiffDatasetVersions: _aio.UnaryUnaryMultiCallable[_export_pb2.DiffDatasetVersionsRequest, _export_pb2.DiffDatasetVersionsResponse]  # type: ignore[assignment]
+    """Items added, removed or changed from one dataset version to another, in item order."""
+    ListChanges: _aio.UnaryUnaryMultiCallable[_export_pb2.ListChangesRequest, _export_pb2.ListChangesResponse]  # type: ignore[assignment]
+    """The change feed: every acceptance since a dataset version or a cursor, oldest first."""
 
 class ExportServiceServicer(metaclass=_abc_1.ABCMeta):
     """Exports of accepted labels in standard formats, as long-running jobs."""
@@ -89,6 +117,56 @@ class ExportServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _export_pb2.ReadExportArtifactRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_export_pb2.ReadExportArtifactResponse], _abc.AsyncIterator[_export_pb2.ReadExportArtifactResponse]]:
-        """Streams the artifact (a zip) of a finished export."""
+        """Streams the artifact (a zip) of a finished export, or its sidecar manifest."""
+
+    @_abc_1.abstractmethod
+    def CreateDatasetVersion(
+        self,
+        request: _export_pb2.CreateDatasetVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_export_pb2.CreateDatasetVersionResponse, _abc.Awaitable[_export_pb2.CreateDatasetVersionResponse]]:
+        """Snapshots the project's accepted labels as an immutable dataset version with a
+        train/val/test split. Synchronous: returns the finished version. Idempotent on request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDatasetVersion(
+        self,
+        request: _export_pb2.GetDatasetVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_export_pb2.GetDatasetVersionResponse, _abc.Awaitable[_export_pb2.GetDatasetVersionResponse]]:
+        """Gets a dataset version."""
+
+    @_abc_1.abstractmethod
+    def ListDatasetVersions(
+        self,
+        request: _export_pb2.ListDatasetVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_export_pb2.ListDatasetVersionsResponse, _abc.Awaitable[_export_pb2.ListDatasetVersionsResponse]]:
+        """Lists the dataset versions of a project, newest first."""
+
+    @_abc_1.abstractmethod
+    def ListDatasetVersionItems(
+        self,
+        request: _export_pb2.ListDatasetVersionItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_export_pb2.ListDatasetVersionItemsResponse, _abc.Awaitable[_export_pb2.ListDatasetVersionItemsResponse]]:
+        """Lists the items of a dataset version with their split, in item order."""
+
+    @_abc_1.abstractmethod
+    def DiffDatasetVersions(
+        self,
+        request: _export_pb2.DiffDatasetVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_export_pb2.DiffDatasetVersionsResponse, _abc.Awaitable[_export_pb2.DiffDatasetVersionsResponse]]:
+        """Items added, removed or changed from one dataset version to another, in item order."""
+
+    @_abc_1.abstractmethod
+    def ListChanges(
+        self,
+        request: _export_pb2.ListChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_export_pb2.ListChangesResponse, _abc.Awaitable[_export_pb2.ListChangesResponse]]:
+        """The change feed: every acceptance since a dataset version or a cursor, oldest first."""
 
 def add_ExportServiceServicer_to_server(servicer: ExportServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
