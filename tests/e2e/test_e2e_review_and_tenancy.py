@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
 import re
+import zipfile
 from typing import Any
 
 import httpx
@@ -119,6 +122,20 @@ def test_bad_labels_are_refused_with_a_reason_and_change_nothing(stack: Stack) -
 ID_PARAM = re.compile(r"\{(\w+)\}")
 
 
+def coco_zip(png: bytes) -> bytes:
+    """A one-image COCO archive with one box: a valid import, so only isolation can refuse it."""
+    coco = {
+        "images": [{"id": 1, "file_name": "imported.png", "width": 640, "height": 480}],
+        "categories": [{"id": 1, "name": "car"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 5, 20, 10]}],
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("imported.png", png)
+        archive.writestr("annotations.json", json.dumps(coco))
+    return buffer.getvalue()
+
+
 def _bodies(ids: dict[str, str]) -> dict[str, dict[str, Any]]:
     """A valid body for every write route, so isolation (not validation) decides the answer."""
     return {
@@ -140,6 +157,7 @@ def _bodies(ids: dict[str, str]) -> dict[str, dict[str, Any]]:
         ":approve": {},
         ":reject": {"annotation": ids["annotation_name"], "reason": "no"},
         "/exports": {"format": "COCO"},
+        "/datasetVersions": {"display_name": "stolen"},
     }
 
 
@@ -148,6 +166,7 @@ def _snapshot(client: httpx.Client, ids: dict[str, str]) -> list[Any]:
     paths = [
         "/v1/datasets",
         f"/v1/datasets/{ids['dataset']}/items",
+        f"/v1/datasets/{ids['dataset']}/imports",
         project,
         f"{project}/tasks",
         f"{project}/annotations",
@@ -156,6 +175,8 @@ def _snapshot(client: httpx.Client, ids: dict[str, str]) -> list[Any]:
         f"{project}/acceptedLabels",
         f"{project}/predictions",
         f"{project}/schemas",
+        f"{project}/datasetVersions",
+        f"{project}/changes",
     ]
     return [ok(client.get(path)) for path in paths]
 
@@ -179,8 +200,24 @@ def test_every_route_gives_another_organization_404_and_changes_nothing(stack: S
         ),
         "the export",
     )
+    import_job = ok(
+        org_a.admin.post(
+            f"/v1/datasets/{dataset_id}/imports",
+            files={"file": ("coco.zip", coco_zip(render_scene(7).png), "application/zip")},
+            data={"format": "COCO", "project": f"projects/{project_id}"},
+        )
+    )
+    wait_for(
+        lambda: ok(org_a.admin.get(f"/v1/{import_job['name']}"))["state"] == "IMPORT_STATE_SUCCEEDED",
+        "the import",
+    )
+    dataset_version = ok(
+        org_a.admin.post(f"/v1/projects/{project_id}/datasetVersions", json={"display_name": "v1"})
+    )
     item_name = next(iter(by_item))
     ids = {
+        "import_id": last(import_job["name"]),
+        "dataset_version": last(dataset_version["name"]),
         "dataset": dataset_id,
         "item": last(item_name),
         "item_name": item_name,
@@ -204,10 +241,18 @@ def test_every_route_gives_another_organization_404_and_changes_nothing(stack: S
         if not params:
             continue
         url = ID_PARAM.sub(lambda m: ids[m.group(1)], path)
+        if path.endswith(":diff"):
+            url += f"?base={ids['dataset_version']}"
         for method in operations:
             body = next((b for suffix, b in bodies.items() if path.endswith(suffix)), None)
             if method in ("post", "patch") and path.endswith(":upload"):
                 response = org_b.admin.post(url, files={"file": ("a.png", scene.png, "image/png")})
+            elif method == "post" and path.endswith("/imports"):
+                response = org_b.admin.post(
+                    url,
+                    files={"file": ("coco.zip", coco_zip(render_scene(7).png), "application/zip")},
+                    data={"format": "COCO", "project": f"projects/{ids['project']}"},
+                )
             elif method in ("post", "patch") and path.endswith(":importManifest"):
                 response = org_b.admin.post(
                     url, content=b'{"text": "hi"}\n', headers={"Content-Type": "application/x-ndjson"}

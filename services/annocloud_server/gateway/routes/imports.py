@@ -70,8 +70,7 @@ def list_imports(
     return to_dict(clients.read(clients.ingestion.ListImports, request))
 
 
-# Not in the OpenAPI document until the route-isolation e2e test knows the {import_id} parameter.
-@router.get("/datasets/{dataset}/imports/{import_id}", include_in_schema=False)
+@router.get("/datasets/{dataset}/imports/{import_id}")
 def get_import(clients: ClientsDep, dataset: DatasetId, import_id: ImportId) -> dict[str, Any]:
     """Gets an import job with its counts and, when it failed, the refused rows."""
     request = ingestion_pb2.GetImportRequest(name=f"datasets/{dataset}/imports/{import_id}")
