@@ -26,6 +26,7 @@ from kafka.admin import OffsetSpec  # type: ignore[import-untyped]
 from workload import Workload, WorkloadResult
 
 ANNOTATIONS = int(os.environ.get("ANNOCLOUD_CHAOS_ANNOTATIONS", "1000"))
+ARMED_FAULT_GRACE = 240.0  # seconds an armed fault point may still take to fire after the workload
 REPORT = Path(__file__).resolve().parents[2] / ".cache" / "chaos" / "report.json"
 REPORTS: list[FaultReport] = []
 
@@ -78,6 +79,9 @@ class ArmedKill(Fault):
             time.sleep(0.05)
 
     def finish(self, stack: ClusterStack) -> None:
+        # A consumer's point counts events *applied*; a lagging consumer reaches it after the
+        # clients are done, while it works off the backlog: give it that time before disarming.
+        self.fired.wait(ARMED_FAULT_GRACE)
         self._done.set()
         if self._watch is not None:
             self._watch.join(60)

@@ -14,6 +14,7 @@ from annocloud_server.ingestion.ingest import Ingestor
 from annocloud_server.ingestion.models import Base, inbox, outbox
 from annocloud_server.ingestion.servicer import IngestionServicer
 from annocloud_server.ingestion.settings import IngestionSettings
+from annocloud_server.ingestion.tasks_client import TasksClient
 
 
 def create_component(ctx: ComponentContext, settings: IngestionSettings | None = None) -> Component:
@@ -22,7 +23,8 @@ def create_component(ctx: ComponentContext, settings: IngestionSettings | None =
     writer = EventWriter(outbox, TOPIC_INGESTION, ctx.on_outbox_commit)
     ingestor = Ingestor(db, ctx.blob_store, writer, settings or IngestionSettings.from_env())
     imports = ImportJobs(ingestor)
-    servicer = IngestionServicer(ctx.authenticator, db, ingestor, imports)
+    tasks = TasksClient(lambda: ctx.channel_to("tasks"))
+    servicer = IngestionServicer(ctx.authenticator, db, ingestor, imports, tasks)
 
     def add(server: grpc.Server) -> None:
         ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from datetime import timedelta
 
 from annocloud.ingestion.v1 import ingestion_pb2
+from annocloud.tasks.v1 import tasks_pb2
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -79,12 +80,14 @@ class ImportJobs:
         organization_id: str,
         dataset_id: str,
         project_id: str,
+        schema: tasks_pb2.LabelSchema,
         fmt: int,
         file_name: str,
         request_id: str,
         chunks: Iterable[bytes],
     ) -> ImportJobRow:
-        """Stores the upload, refuses what can be refused at once, and queues a PENDING job."""
+        """Stores the upload, refuses what can be refused at once, and queues a PENDING job whose
+        labels will be checked against ``schema`` (the project's current one, read by the caller)."""
         with self._db.read() as session:
             store.get_dataset(session, organization_id=organization_id, dataset_id=dataset_id)
             earlier = self._replayed(session, organization_id, dataset_id, request_id)
@@ -101,6 +104,7 @@ class ImportJobs:
                     organization_id,
                     dataset_id,
                     project_id,
+                    schema,
                     fmt,
                     file_name,
                     request_id,
@@ -137,6 +141,7 @@ class ImportJobs:
         organization_id: str,
         dataset_id: str,
         project_id: str,
+        schema: tasks_pb2.LabelSchema,
         fmt: int,
         file_name: str,
         request_id: str,
@@ -154,6 +159,8 @@ class ImportJobs:
                 organization_id=organization_id,
                 dataset_id=dataset_id,
                 project_id=project_id,
+                schema_version=schema.version,
+                label_schema=schema.SerializeToString(deterministic=True),
                 format=fmt,
                 state=PENDING,
                 file_name=file_name,
@@ -223,6 +230,7 @@ class ImportJobs:
                 row.format,
                 row.file_name,
                 row.upload_key,
+                tasks_pb2.LabelSchema.FromString(row.label_schema) if row.schema_version else None,
             )
         try:
             self._runner.run(

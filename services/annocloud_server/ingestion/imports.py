@@ -3,7 +3,8 @@
 Pass 1 reads the whole source through the formats library (``formats.importers``), checks each
 item's media (streamed from the archive into the content-addressed blob store and analysed like an
 upload: sniffing, decompression bombs, size) or finds the existing item it labels (by file name),
-and collects every row error. Nothing is written to the database. Any error fails the job.
+checks the labels against the project's label schema stored on the job (``schema_check``), and
+collects every row error. Nothing is written to the database. Any error fails the job.
 
 Pass 2 streams the source again and, in ONE transaction, creates the items (exact duplicates are
 not created: their labels go to the existing item), emits ``ItemIngested`` and one
@@ -22,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from annocloud.common.v1 import common_pb2
 from annocloud.events.v1 import events_pb2
 from annocloud.ingestion.v1 import ingestion_pb2
+from annocloud.tasks.v1 import tasks_pb2
 from sqlalchemy.orm import Session
 
 from annocloud_server.common.blobstore import CHUNK
@@ -41,6 +43,7 @@ from annocloud_server.ingestion.convert import import_name, item_name, item_to_p
 from annocloud_server.ingestion.domain import validate_file_name
 from annocloud_server.ingestion.ingest import Ingestor, Prepared
 from annocloud_server.ingestion.media import analyze
+from annocloud_server.ingestion.schema_check import schema_errors
 from annocloud_server.ingestion.settings import IngestionSettings
 
 MAX_LISTED_ERRORS = 100
@@ -101,6 +104,8 @@ class Job:
     format: int
     file_name: str
     upload_key: str
+    schema: tasks_pb2.LabelSchema | None = None
+    """The project's label schema as of CreateImport; None for a job queued before schemas were checked."""
 
     @property
     def name(self) -> str:
@@ -246,6 +251,9 @@ class ImportRunner:
                 found.add(record)
                 continue
             where = record.where or record.file_name
+            if job.schema is not None:
+                for error in schema_errors(record.labels, job.schema, where=where):
+                    found.add(error)
             try:
                 base, target = self._resolve(job, source, record, written)
             except AnnocloudError as exc:

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import BigInteger, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from annocloud_server.common.db import make_base
@@ -106,6 +116,10 @@ class ImportJobRow(Base):
     organization_id: Mapped[str] = mapped_column(String(128))
     dataset_id: Mapped[str] = mapped_column(String(64))
     project_id: Mapped[str] = mapped_column(String(64))
+    schema_version: Mapped[int] = mapped_column(Integer, default=0)
+    """The project's schema version the labels are checked against (0: a job from before the check)."""
+    label_schema: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    """That schema (``tasks.v1.LabelSchema``), read at CreateImport: the worker has no caller to ask as."""
     format: Mapped[int] = mapped_column(Integer)
     state: Mapped[int] = mapped_column(Integer)
     file_name: Mapped[str] = mapped_column(String(255))

@@ -24,6 +24,7 @@ from annocloud_server.ingestion.convert import (
 from annocloud_server.ingestion.import_jobs import ImportJobs
 from annocloud_server.ingestion.imports import library_format
 from annocloud_server.ingestion.ingest import Ingestor
+from annocloud_server.ingestion.tasks_client import TasksClient, forwarded_metadata
 
 
 def _cursor(token: str, key: str, scope: str = "") -> int | None:
@@ -37,11 +38,19 @@ def _cursor(token: str, key: str, scope: str = "") -> int | None:
 
 
 class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
-    def __init__(self, authenticator: Authenticator, db: Database, ingestor: Ingestor, imports: ImportJobs):
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        db: Database,
+        ingestor: Ingestor,
+        imports: ImportJobs,
+        tasks: TasksClient,
+    ):
         self._auth = authenticator
         self._db = db
         self._ingestor = ingestor
         self._imports = imports
+        self._tasks = tasks
 
     def CreateDataset(
         self, request: ingestion_pb2.CreateDatasetRequest, context: grpc.ServicerContext
@@ -223,6 +232,9 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         (project_id,) = parse_name(header.project, "projects/{}")
         file_name = domain.validate_file_name(header.file_name or "upload")
         request_id = domain.validate_request_id(header.request_id)
+        schema = self._tasks.current_schema(
+            header.project, organization_id=principal.organization_id, metadata=forwarded_metadata(context)
+        )
 
         def chunks() -> Iterator[bytes]:
             for message in request_iterator:
@@ -236,6 +248,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             organization_id=principal.organization_id,
             dataset_id=dataset_id,
             project_id=project_id,
+            schema=schema,
             fmt=header.format,
             file_name=file_name,
             request_id=request_id,

@@ -1,5 +1,7 @@
 """Import jobs over real gRPC with the tasks and annotations services: items and predictions appear,
-hostile uploads are INVALID_ARGUMENT, and a fetch that reaches another address than vetted is refused."""
+the project is looked up in tasks (NOT_FOUND for another organization's) and its current schema decides
+which labels are accepted, hostile uploads are INVALID_ARGUMENT, and a fetch that reaches another
+address than vetted is refused."""
 
 from __future__ import annotations
 
@@ -41,13 +43,13 @@ def archive(files: dict[str, bytes | str]) -> bytes:
     return buffer.getvalue()
 
 
-def coco_zip(category_id: int = 1) -> bytes:
+def coco_zip(category_id: int = 1, category: str = "car") -> bytes:
     labels = {
         "images": [
             {"id": 1, "file_name": "a.png", "width": 64, "height": 48},
             {"id": 2, "file_name": "b.png", "width": 64, "height": 48},
         ],
-        "categories": [{"id": 1, "name": "car"}],
+        "categories": [{"id": 1, "name": category}],
         "annotations": [
             {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 10, 12]},
             {"id": 2, "image_id": 2, "category_id": category_id, "bbox": [1, 1, 5, 5]},
@@ -81,18 +83,26 @@ def env(
         md = caller(org="acme", subject="user:mgr").md
         other = caller(org="globex", subject="user:eve").md
 
-        def setup(self) -> tuple[str, str]:
+        def setup(self, car: int = tasks_pb2.OBJECT_KIND_BOX) -> tuple[str, str]:
             dataset = self.ingestion.CreateDataset(
                 pb.CreateDatasetRequest(dataset=pb.Dataset(display_name="cars")), metadata=self.md
             ).dataset.name
-            schema = tasks_pb2.LabelSchema(
-                objects=[tasks_pb2.ObjectLabel(name="car", kind=tasks_pb2.OBJECT_KIND_BOX)]
-            )
-            project = self.tasks.CreateProject(
+            return dataset, self.project(self.md, car)
+
+        def project(self, md: Any, car: int = tasks_pb2.OBJECT_KIND_BOX) -> str:
+            schema = tasks_pb2.LabelSchema(objects=[tasks_pb2.ObjectLabel(name="car", kind=car)])
+            name: str = self.tasks.CreateProject(
                 tasks_pb2.CreateProjectRequest(project=tasks_pb2.Project(display_name="p"), schema=schema),
-                metadata=self.md,
+                metadata=md,
             ).project.name
-            return dataset, project
+            return name
+
+        def jobs(self, dataset: str) -> list[pb.ImportJob]:
+            return list(
+                self.ingestion.ListImports(
+                    pb.ListImportsRequest(parent=dataset), metadata=self.md
+                ).import_jobs
+            )
 
         def finished(self, name: str) -> pb.ImportJob:
             deadline = time.monotonic() + 30
@@ -167,6 +177,84 @@ def test_zip_slip_upload_is_invalid_argument(env: Any) -> None:
         list(env.ingestion.ListImports(pb.ListImportsRequest(parent=dataset), metadata=env.md).import_jobs)
         == []
     )
+
+
+@pytest.mark.parametrize("whose", ["nobody", "another organization"])
+def test_project_that_is_not_the_callers_is_not_found_and_creates_no_job(env: Any, whose: str) -> None:
+    """CreateImport into a project that does not exist, or that another organization owns, is NOT_FOUND
+    from the tasks service's answer; no job is created."""
+    dataset, _ = env.setup()
+    project = "projects/nope" if whose == "nobody" else env.project(env.other)
+    with pytest.raises(grpc.RpcError) as err:
+        env.ingestion.CreateImport(import_messages(dataset, project, coco_zip()), metadata=env.md)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert env.jobs(dataset) == []
+
+
+@pytest.mark.parametrize(
+    ("car", "category", "reason"),
+    [
+        (tasks_pb2.OBJECT_KIND_BOX, "truck", "UNKNOWN_LABEL"),
+        (tasks_pb2.OBJECT_KIND_POLYGON, "car", "LABEL_KIND_MISMATCH"),
+    ],
+)
+def test_labels_outside_the_project_schema_fail_the_job(
+    env: Any, car: int, category: str, reason: str
+) -> None:
+    """Boxes of a label the project's schema lacks, or of a label that is a polygon there, fail the job
+    with that reason for both rows; no item and no prediction is created."""
+    dataset, project = env.setup(car)
+    created = env.ingestion.CreateImport(
+        import_messages(dataset, project, coco_zip(category=category)), metadata=env.md
+    ).import_job
+    job = env.finished(created.name)
+    assert (job.state, job.failure_reason, job.error_count) == (pb.IMPORT_STATE_FAILED, "IMPORT_INVALID", 2)
+    assert [e.reason for e in job.errors] == [reason, reason]
+    assert list(env.ingestion.ListItems(pb.ListItemsRequest(parent=dataset), metadata=env.md).items) == []
+    env.rt.wait_idle()
+    predictions = env.annotations.ListPredictions(
+        annotations_pb2.ListPredictionsRequest(parent=project), metadata=env.md
+    ).predictions
+    assert list(predictions) == []
+
+
+def test_labels_are_checked_against_the_current_schema_version(env: Any) -> None:
+    """After the project publishes schema version 2 with a truck box, truck labels import; before, they
+    were refused against version 1."""
+    dataset, project = env.setup()
+    refused = env.ingestion.CreateImport(
+        import_messages(dataset, project, coco_zip(category="truck")), metadata=env.md
+    ).import_job
+    assert env.finished(refused.name).state == pb.IMPORT_STATE_FAILED
+    objects = [tasks_pb2.ObjectLabel(name=n, kind=tasks_pb2.OBJECT_KIND_BOX) for n in ("car", "truck")]
+    published = env.tasks.CreateLabelSchema(
+        tasks_pb2.CreateLabelSchemaRequest(parent=project, schema=tasks_pb2.LabelSchema(objects=objects)),
+        metadata=env.md,
+    ).schema
+    assert published.version == 2
+    accepted = env.ingestion.CreateImport(
+        import_messages(dataset, project, coco_zip(category="truck")), metadata=env.md
+    ).import_job
+    job = env.finished(accepted.name)
+    assert (job.state, job.prediction_count) == (pb.IMPORT_STATE_SUCCEEDED, 2), job
+
+
+def test_without_the_tasks_service_create_import_is_unavailable(
+    start_services: Callable[..., Any], channel_to: Callable[..., Any], caller: Callable[..., Any]
+) -> None:
+    """Ingestion running without the tasks service cannot check the project: CreateImport is UNAVAILABLE
+    and no job exists."""
+    runtime = start_services([ingestion_component])
+    stub = ingestion_pb2_grpc.IngestionServiceStub(channel_to(runtime))
+    md = caller(org="acme", subject="user:mgr").md
+    dataset = stub.CreateDataset(
+        pb.CreateDatasetRequest(dataset=pb.Dataset(display_name="cars")), metadata=md
+    ).dataset.name
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateImport(import_messages(dataset, "projects/p1", coco_zip()), metadata=md)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "the tasks service did not answer" in err.value.details()
+    assert list(stub.ListImports(pb.ListImportsRequest(parent=dataset), metadata=md).import_jobs) == []
 
 
 def test_connection_to_another_address_than_vetted_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from annocloud.events.v1 import events_pb2
 from annocloud.ingestion.v1 import ingestion_pb2 as pb
+from annocloud.tasks.v1 import tasks_pb2
 from annocloud_server.common.blobstore import LocalBlobStore
 from annocloud_server.common.db import Database, sqlite_url
 from annocloud_server.common.errors import InvalidArgument
@@ -28,6 +29,13 @@ from PIL import Image
 from sqlalchemy import select
 
 ORG = "acme"
+SCHEMA = tasks_pb2.LabelSchema(
+    version=3,
+    objects=[
+        tasks_pb2.ObjectLabel(name="car", kind=tasks_pb2.OBJECT_KIND_BOX),
+        tasks_pb2.ObjectLabel(name="road", kind=tasks_pb2.OBJECT_KIND_POLYGON),
+    ],
+)
 
 
 def png(width: int = 64, height: int = 48, shade: int = 0) -> bytes:
@@ -94,25 +102,45 @@ class Env:
             organization_id=ORG, display_name="d", description="", request_id=""
         ).id
 
-    def create(self, data: bytes, fmt: int = pb.IMPORT_FORMAT_COCO, request_id: str = "") -> ImportJobRow:
+    def create(
+        self,
+        data: bytes,
+        fmt: int = pb.IMPORT_FORMAT_COCO,
+        request_id: str = "",
+        schema: tasks_pb2.LabelSchema = SCHEMA,
+    ) -> ImportJobRow:
         return self.jobs.create(
             organization_id=ORG,
             dataset_id=self.dataset,
             project_id="p1",
+            schema=schema,
             fmt=fmt,
             file_name="upload.zip",
             request_id=request_id,
             chunks=iter([data[: len(data) // 2], data[len(data) // 2 :]]),
         )
 
-    def run(self, data: bytes, fmt: int = pb.IMPORT_FORMAT_COCO) -> ImportJobRow:
-        created = self.create(data, fmt)
+    def run(
+        self, data: bytes, fmt: int = pb.IMPORT_FORMAT_COCO, schema: tasks_pb2.LabelSchema = SCHEMA
+    ) -> ImportJobRow:
+        created = self.create(data, fmt, schema=schema)
         assert self.jobs.run_once()
         with self.db.read() as session:
             job = session.get(ImportJobRow, created.seq)
             assert job is not None
             session.expunge(job)
             return job
+
+    def upload_png(self, file_name: str) -> Item:
+        item, _ = self.ingestor.upload(
+            organization_id=ORG,
+            dataset_id=self.dataset,
+            file_name=file_name,
+            metadata_json="{}",
+            request_id="",
+            chunks=[png()],
+        )
+        return item
 
     def items(self) -> list[Item]:
         with self.db.read() as session:
@@ -193,14 +221,7 @@ def test_cvat_and_yolo_archives_import_the_same_box(env: Env, fmt: int) -> None:
 
 def test_label_file_only_matches_existing_items_by_file_name(env: Env) -> None:
     """A bare JSONL label file labels an item already in the dataset (matched by file name), creating none."""
-    item, _ = env.ingestor.upload(
-        organization_id=ORG,
-        dataset_id=env.dataset,
-        file_name="street.png",
-        metadata_json="{}",
-        request_id="",
-        chunks=[png()],
-    )
+    item = env.upload_png("street.png")
     row = {
         "file_name": "street.png",
         "width": 64,
@@ -389,3 +410,56 @@ def test_request_id_returns_the_first_job(env: Env) -> None:
     two = env.create(coco_archive(), request_id="r-1")
     assert one.id == two.id
     assert len([p for p in env.blob_files() if p.name.endswith(".upload")]) == 1
+
+
+def test_labels_the_project_schema_cannot_hold_fail_the_job_and_write_nothing(env: Env) -> None:
+    """A label the schema does not know and a polygon label given as a box are per-row errors naming the
+    region; the job is FAILED IMPORT_INVALID with both counted, and no item, event or blob remains."""
+    labels = json.dumps(
+        {
+            "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
+            "categories": [{"id": 1, "name": "truck"}, {"id": 2, "name": "road"}],
+            "annotations": [
+                {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]},
+                {"id": 2, "image_id": 1, "category_id": 2, "bbox": [1, 1, 9, 9]},
+            ],
+        }
+    )
+    job = env.run(make_zip({"a.png": png(), "annotations.json": labels}))
+    assert_nothing_written(env, job)
+    assert (job.failure_reason, job.error_count) == ("IMPORT_INVALID", 2)
+    errors = sorted((e["reason"], e["where"].rsplit(": ", 1)[1]) for e in json.loads(job.errors_json))
+    assert errors == [("LABEL_KIND_MISMATCH", "regions[1]"), ("UNKNOWN_LABEL", "regions[0]")]
+
+
+def test_unknown_class_of_a_label_file_is_a_row_error(env: Env) -> None:
+    """A JSONL row whose class is not in the schema fails the job with UNKNOWN_LABEL at classes[0]."""
+    env.upload_png("street.png")
+    row = {"file_name": "street.png", "width": 64, "height": 48, "classes": ["night"]}
+    job = env.run(json.dumps(row).encode() + b"\n", pb.IMPORT_FORMAT_JSONL)
+    assert job.state == pb.IMPORT_STATE_FAILED
+    ((where, reason),) = [(e["where"], e["reason"]) for e in json.loads(job.errors_json)]
+    assert (reason, where.endswith("classes[0]")) == ("UNKNOWN_LABEL", True)
+    assert env.imported() == []
+
+
+def test_job_keeps_the_schema_version_it_was_checked_against(env: Env) -> None:
+    """The job row stores the schema version and the schema given at CreateImport; the import succeeds."""
+    job = env.run(coco_archive())
+    assert (job.state, job.schema_version) == (pb.IMPORT_STATE_SUCCEEDED, 3)
+    assert tasks_pb2.LabelSchema.FromString(job.label_schema) == SCHEMA
+
+
+def test_job_queued_before_schema_checks_is_checked_against_its_source_only(env: Env) -> None:
+    """A job row without a stored schema (version 0, from before the migration) imports labels the source
+    declares even when no schema would know them."""
+    created = env.create(coco_archive(), schema=tasks_pb2.LabelSchema(version=1))
+    with env.db.transaction() as session:
+        row = session.get(ImportJobRow, created.seq)
+        assert row is not None
+        row.schema_version, row.label_schema = 0, b""
+    assert env.jobs.run_once()
+    with env.db.read() as session:
+        job = session.get(ImportJobRow, created.seq)
+        assert job is not None
+        assert (job.state, job.prediction_count) == (pb.IMPORT_STATE_SUCCEEDED, 2)
