@@ -139,12 +139,14 @@ def write_readme(rows: list[tuple[str, str, int, dict[str, Any]]], command: str)
         )
     lines += [
         "",
-        "COCO export peak RSS is flat from 100,000 to 1,000,000 annotations: items stream from a generator",
-        "into the zip, the zip streams into the blob writer (one 256 KiB chunk held), per-file checksums spool",
-        "to disk. YOLO export grows by ~0.35 KiB per *image* (not per annotation): it writes one zip entry per",
-        "image, and Python's `zipfile` keeps every entry's `ZipInfo` for the central directory until close.",
-        "The COCO importer loads the whole JSON document (`load_json`), so its RSS grows with size; the YOLO",
-        "importer reads label files one by one (it too keeps the archive's directory).",
+        "Export peak RSS does not grow with the dataset for either format: items stream from a generator into",
+        "the zip, the zip streams into the blob writer (one 256 KiB chunk held), per-file checksums and the zip's",
+        "central directory (`StreamingZipFile`: one pickled `ZipInfo` per entry in a temporary file, no",
+        "`NameToInfo`) spool to disk, so YOLO's one entry per image costs disk, not memory.",
+        "The COCO importer streams the document three times with ijson (C backend) behind `StrictJsonReader`",
+        "(size, depth and NaN refused chunk by chunk) and spools annotations per image to disk; what it keeps",
+        "grows with the number of images (an id → position map and one offset each), not with the file.",
+        "The YOLO importer reads label files one by one (it keeps the archive's directory, ~1 per image).",
         END,
     ]
     text = README.read_text()

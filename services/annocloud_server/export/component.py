@@ -23,7 +23,7 @@ def create_component(ctx: ComponentContext) -> Component:
         db=db, events=events, blob_store=ctx.blob_store, tmp_dir=ctx.data_dir / "export-tmp"
     )
     servicer = ExportServicer(
-        db=db, authenticator=ctx.authenticator, blob_store=ctx.blob_store, wake=worker.wake
+        db=db, authenticator=ctx.authenticator, blob_store=ctx.blob_store, wake=worker.wake, events=events
     )
     return Component(
         name="export",

@@ -13,6 +13,7 @@ from annocloud_server.common.auth import MANAGERS, READERS, Authenticator
 from annocloud_server.common.blobstore import BlobStore
 from annocloud_server.common.db import Database
 from annocloud_server.common.errors import FailedPrecondition, InvalidArgument
+from annocloud_server.common.events import EventWriter
 from annocloud_server.common.paging import decode_token, encode_token, page_size, parse_name
 from annocloud_server.export import store, version_store
 from annocloud_server.export.domain import FORMAT_NAMES
@@ -43,9 +44,16 @@ def _version_id(session: Session, job: ExportJob) -> str:
 
 class ExportServicer(DatasetVersionMethods, export_pb2_grpc.ExportServiceServicer):
     def __init__(
-        self, *, db: Database, authenticator: Authenticator, blob_store: BlobStore, wake: Callable[[], None]
+        self,
+        *,
+        db: Database,
+        authenticator: Authenticator,
+        blob_store: BlobStore,
+        wake: Callable[[], None],
+        events: EventWriter,
     ):
         self._db = db
+        self._events = events
         self._auth = authenticator
         self._blob_store = blob_store
         self._wake = wake

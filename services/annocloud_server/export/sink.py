@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import re
+import struct
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -110,9 +112,72 @@ class HashingWriter:
         return self._sha.hexdigest()
 
 
+class SpooledInfos:
+    """An append-only list of ``ZipInfo`` kept in a temporary file, for a zip's central directory.
+
+    ``zipfile`` only appends to ``filelist`` when an entry is finished and reads it back once, in
+    order, when it writes the central directory on close, so a file of pickled records is enough;
+    no ``ZipInfo`` stays in memory however many entries the zip gets.
+    """
+
+    _LENGTH = struct.Struct("<I")
+
+    def __init__(self, tmp_dir: str | None = None):
+        self._file = tempfile.TemporaryFile(dir=tmp_dir)  # noqa: SIM115 (closed by close())
+        self._count = 0
+
+    def append(self, info: zipfile.ZipInfo) -> None:
+        record = pickle.dumps(info, protocol=pickle.HIGHEST_PROTOCOL)
+        self._file.seek(0, 2)
+        self._file.write(self._LENGTH.pack(len(record)) + record)
+        self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[zipfile.ZipInfo]:
+        self._file.seek(0)
+        for _ in range(self._count):
+            (length,) = self._LENGTH.unpack(self._file.read(self._LENGTH.size))
+            # Our own records in our own temporary file: unpickling them is safe.
+            info: zipfile.ZipInfo = pickle.loads(self._file.read(length))  # noqa: S301
+            yield info
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _NoIndex(dict[str, zipfile.ZipInfo]):
+    """``NameToInfo`` that keeps nothing: a writing zip only fills it (and warns on a repeated
+    name). Names are unique without it: per-image files take stems from ``StemAllocator`` or the
+    dataset version (unique there), and the fixed files are distinct and outside those folders."""
+
+    def __setitem__(self, key: str, value: zipfile.ZipInfo) -> None:
+        pass
+
+
+class StreamingZipFile(zipfile.ZipFile):
+    """A ``ZipFile`` for writing whose central directory waits on disk, not in memory.
+
+    Only for mode ``"w"``: reading needs the in-memory directory ``zipfile`` builds.
+    """
+
+    def __init__(self, out: IO[bytes], tmp_dir: str | None = None):
+        super().__init__(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
+        self.filelist: SpooledInfos = SpooledInfos(tmp_dir)  # type: ignore[assignment]
+        self.NameToInfo = _NoIndex()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.filelist.close()
+
+
 class ZipSink:
     """A zip being written; the sha256 and size of each file go to a temporary table on disk
-    (a YOLO or VOC export has one file per image, too many to keep in memory) for the manifest.
+    (a YOLO or VOC export has one file per image, too many to keep in memory) for the manifest,
+    and so does the zip's central directory (:class:`StreamingZipFile`).
 
     ``out`` needs ``write`` and ``tell`` only: without ``seek`` the zip streams (data descriptors).
     """
@@ -120,7 +185,7 @@ class ZipSink:
     def __init__(
         self, out: IO[bytes], date_time: tuple[int, int, int, int, int, int], tmp_dir: str | None = None
     ):
-        self._zip = zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
+        self._zip = StreamingZipFile(out, tmp_dir)
         self._date_time = date_time
         self._entries = tempfile.TemporaryFile(dir=tmp_dir)  # noqa: SIM115 (closed by close())
         self.file_count = 0

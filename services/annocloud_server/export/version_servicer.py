@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 from annocloud.annotations.v1 import annotations_pb2
+from annocloud.events.v1 import events_pb2
 from annocloud.export.v1 import export_pb2
 from annocloud.qa.v1 import qa_pb2
 from sqlalchemy.exc import IntegrityError
@@ -11,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from annocloud_server.common.auth import MANAGERS, READERS, Authenticator
 from annocloud_server.common.db import Database
 from annocloud_server.common.errors import InvalidArgument
+from annocloud_server.common.events import EventWriter
 from annocloud_server.common.paging import decode_token, encode_token, new_id, page_size, parse_name
 from annocloud_server.export import store, version_store
 from annocloud_server.export.mapping import change_token, version_to_proto
@@ -48,6 +50,7 @@ class DatasetVersionMethods:
 
     _db: Database
     _auth: Authenticator
+    _events: EventWriter
 
     def CreateDatasetVersion(
         self, request: export_pb2.CreateDatasetVersionRequest, context: grpc.ServicerContext
@@ -94,7 +97,16 @@ class DatasetVersionMethods:
                     now=store.utc_now(),
                 )
                 session.flush()
-                return export_pb2.CreateDatasetVersionResponse(dataset_version=version_to_proto(version))
+                created = version_to_proto(version)
+                # In the version's own transaction (outbox): the event exists exactly when the version does.
+                self._events.emit(
+                    session,
+                    tenant_id=org,
+                    resource_name=created.name,
+                    aggregate_version=1,
+                    payload=events_pb2.DatasetVersionCreated(dataset_version=created),
+                )
+                return export_pb2.CreateDatasetVersionResponse(dataset_version=created)
         except IntegrityError:
             with self._db.transaction() as session:
                 again = version_store.find_by_request(

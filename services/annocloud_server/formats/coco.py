@@ -1,14 +1,23 @@
 """COCO JSON in: boxes, polygon and RLE segmentation, keypoints with visibility.
 
-COCO keeps images and annotations in separate arrays, so the document is parsed whole, under a
-size cap (:data:`~.parsing.MAX_JSON_BYTES`); items are then yielded image by image.
+COCO does not order its sections, so the document is streamed (ijson, C backend) three times,
+never loaded whole: (1) structure, strictness (:class:`~.parsing.StrictJsonReader`), categories
+and an image id → position map; (2) annotations, each spooled to a temporary file on a per-image
+chain; (3) images again, in order, each yielded with its annotations read back from the spool.
+Memory grows with the number of images (the map and one offset per image), not the file size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
-from typing import Any
+import marshal
+import struct
+import tempfile
+from array import array
+from collections.abc import Callable, Collection, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from typing import IO, Any
 
+import ijson  # type: ignore[import-untyped]  # no stubs; used through four calls
 from annocloud.annotations.v1 import annotations_pb2 as ann
 
 from annocloud_server.common.errors import InvalidArgument
@@ -21,17 +30,16 @@ from annocloud_server.formats.model import (
     attributes_of,
     finite_numbers,
 )
-from annocloud_server.formats.parsing import MAX_JSON_BYTES, load_json
+from annocloud_server.formats.parsing import MAX_JSON_BYTES, StrictJsonReader
 from annocloud_server.formats.safety import ByteStream, safe_file_name
 
+CocoSource = ByteStream | Callable[[], AbstractContextManager[ByteStream]]
+"""A seekable stream (read three times from its start) or a function opening the file anew."""
 
-def _list(doc: dict[str, Any], key: str, where: str, *, required: bool) -> list[Any]:
-    value = doc.get(key)
-    if value is None and not required:
-        return []
-    if not isinstance(value, list):
-        raise InvalidArgument(f"{where}: {key!r} must be a list", reason="COCO_INVALID")
-    return value
+_CHUNK = 1 << 18
+_SECTIONS = ("images", "categories", "annotations")
+_LINK = struct.Struct("<qI")
+"""A spooled annotation: offset of the previous one of the same image (-1 for none), length."""
 
 
 def _int_id(value: object) -> int | None:
@@ -155,48 +163,159 @@ def _image_header(image: object, spot: str) -> tuple[int, str, int, int, dict[st
     return image["id"], file_name, width, height, extra if isinstance(extra, dict) else {}
 
 
-def read_coco(
-    stream: ByteStream,
-    *,
-    where: str = "annotations.json",
-    known_labels: Collection[str] | None = None,
-    max_bytes: int = MAX_JSON_BYTES,
-) -> Iterator[Record]:
-    """Items of a COCO document, image by image, with a :class:`RowError` per bad row."""
-    doc = load_json(stream, max_bytes=max_bytes, where=where)
-    if not isinstance(doc, dict):
-        raise InvalidArgument(f"{where}: a COCO document is a JSON object", reason="COCO_INVALID")
-    images = _list(doc, "images", where, required=True)
-    annotations = _list(doc, "annotations", where, required=False)
-    categories, category_errors = _categories(_list(doc, "categories", where, required=False), where)
-    yield from category_errors
-    by_image: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+def _opener(source: CocoSource) -> Callable[[], AbstractContextManager[ByteStream]]:
+    if callable(source):
+        return source
+    stream: Any = source
+    start = stream.tell()
+
+    def reopen() -> AbstractContextManager[ByteStream]:
+        stream.seek(start)
+        return nullcontext(source)
+
+    return reopen
+
+
+def _json_invalid(where: str, exc: Exception) -> InvalidArgument:
+    return InvalidArgument(f"{where} is not valid JSON ({exc})", reason="JSON_INVALID")
+
+
+def _items(
+    open_source: Callable[[], AbstractContextManager[ByteStream]], prefix: str, where: str
+) -> Iterator[Any]:
+    """The elements of one section, from a document pass 1 already found strict and well-formed."""
+    with open_source() as stream:
+        try:
+            yield from ijson.items(stream, prefix, use_float=True, buf_size=_CHUNK)
+        except ijson.JSONError as exc:  # the source changed between passes
+            raise _json_invalid(where, exc) from exc
+
+
+def _scan(
+    open_source: Callable[[], AbstractContextManager[ByteStream]], where: str, max_bytes: int
+) -> tuple[list[Any], dict[int, int], int]:
+    """Pass 1: checks the whole document; returns the categories, image id → position of its first
+    well-formed image, and the number of images."""
+    categories: list[Any] = []
+    positions: dict[int, int] = {}
+    image_count = 0
+    kinds: dict[str, str] = {}
+    builder: Any = None
+    with open_source() as stream:
+        events = ijson.parse(
+            StrictJsonReader(stream, max_bytes=max_bytes, where=where), use_float=True, buf_size=_CHUNK
+        )
+        try:
+            first = next(events, None)
+            if first is None or first[1] != "start_map":
+                raise InvalidArgument(f"{where}: a COCO document is a JSON object", reason="COCO_INVALID")
+            for prefix, event, value in events:
+                if builder is not None:
+                    builder.event(event, value)
+                    if prefix in ("images.item", "categories.item") and event in ("end_map", "end_array"):
+                        image_count = _took(builder.value, prefix, image_count, categories, positions)
+                        builder = None
+                elif prefix in ("images.item", "categories.item"):
+                    if event in ("start_map", "start_array"):
+                        builder = ijson.ObjectBuilder()
+                        builder.event(event, value)
+                    else:
+                        image_count = _took(value, prefix, image_count, categories, positions)
+                elif prefix in _SECTIONS and event != "end_array":
+                    kinds[prefix] = event
+        except ijson.JSONError as exc:
+            raise _json_invalid(where, exc) from exc
+    for key in _SECTIONS:
+        kind = kinds.get(key, "null" if key != "images" else "missing")
+        if kind != "start_array" and not (kind == "null" and key != "images"):
+            raise InvalidArgument(f"{where}: {key!r} must be a list", reason="COCO_INVALID")
+    return categories, positions, image_count
+
+
+def _took(value: Any, prefix: str, image_count: int, categories: list[Any], positions: dict[int, int]) -> int:
+    """Keeps one element of pass 1 (a category, or an image's id and position); the image count."""
+    if prefix == "categories.item":
+        categories.append(value)
+        return image_count
+    image_id = _int_id(value.get("id")) if isinstance(value, dict) else None
+    if image_id is not None and image_id not in positions:
+        try:
+            _image_header(value, "")
+            positions[image_id] = image_count
+        except RowProblem:
+            pass
+    return image_count + 1
+
+
+def _spool_annotations(
+    annotations: Iterator[Any], positions: dict[int, int], heads: array[int], spool: IO[bytes], where: str
+) -> Iterator[RowError]:
+    """Pass 2: appends each annotation to its image's chain in ``spool``; errors for the rest."""
+    offset = 0
     for index, a in enumerate(annotations):
         image_id = _int_id(a.get("image_id")) if isinstance(a, dict) else None
         if image_id is None:
             yield RowError(f"{where}: annotations[{index}]", "BAD_ROW", "an annotation needs an image_id")
             continue
-        by_image.setdefault(image_id, []).append((index, a))
-    seen: set[int] = set()
-    for index, image in enumerate(images):
-        spot = f"{where}: images[{index}]"
-        try:
-            image_id, file_name, width, height, extra = _image_header(image, spot)
-        except RowProblem as exc:
-            yield RowError(spot, exc.reason, exc.message)
+        position = positions.get(image_id)
+        if position is None:
+            yield RowError(f"{where}: annotations[{index}]", "BAD_ROW", f"no image has id {image_id}")
             continue
-        if image_id in seen:
-            yield RowError(spot, "BAD_ROW", f"image id {image_id} appears twice")
-            continue
-        seen.add(image_id)
-        builder = ItemBuilder(file_name, width, height, where=spot, known_labels=known_labels)
-        classes = extra.get("classes", [])
-        if isinstance(classes, list) and all(isinstance(c, str) for c in classes):
-            builder.labels.classes.extend(classes)
-        builder.labels.not_sure = extra.get("not_sure") is True
-        for a_index, a in by_image.pop(image_id, []):
-            _add_annotation(builder, a, f"{where}: annotations[{a_index}] (id {a.get('id')})", categories)
-        yield from builder.records()
-    for image_id, orphans in by_image.items():
-        for a_index, _ in orphans:
-            yield RowError(f"{where}: annotations[{a_index}]", "BAD_ROW", f"no image has id {image_id}")
+        record = marshal.dumps((index, a))
+        spool.write(_LINK.pack(heads[position], len(record)) + record)
+        heads[position] = offset
+        offset += _LINK.size + len(record)
+
+
+def _chain(spool: IO[bytes], head: int) -> list[tuple[int, dict[str, Any]]]:
+    """One image's annotations back from the spool, in document order."""
+    found = []
+    while head >= 0:
+        spool.seek(head)
+        head, length = _LINK.unpack(spool.read(_LINK.size))
+        # Our own records in our own temporary file: unmarshalling them is safe.
+        found.append(marshal.loads(spool.read(length)))  # noqa: S302
+    found.reverse()
+    return found
+
+
+def read_coco(
+    source: CocoSource,
+    *,
+    where: str = "annotations.json",
+    known_labels: Collection[str] | None = None,
+    max_bytes: int = MAX_JSON_BYTES,
+    tmp_dir: str | None = None,
+) -> Iterator[Record]:
+    """Items of a COCO document, image by image, with a :class:`RowError` per bad row.
+
+    Errors of categories and of annotations without a known image come first, then the images
+    in order, each with the errors of its own annotations.
+    """
+    open_source = _opener(source)
+    raw_categories, positions, image_count = _scan(open_source, where, max_bytes)
+    categories, category_errors = _categories(raw_categories, where)
+    yield from category_errors
+    heads = array("q", [-1]) * image_count
+    with tempfile.TemporaryFile(dir=tmp_dir) as spool:
+        yield from _spool_annotations(
+            _items(open_source, "annotations.item", where), positions, heads, spool, where
+        )
+        for index, image in enumerate(_items(open_source, "images.item", where)):
+            spot = f"{where}: images[{index}]"
+            try:
+                image_id, file_name, width, height, extra = _image_header(image, spot)
+            except RowProblem as exc:
+                yield RowError(spot, exc.reason, exc.message)
+                continue
+            if positions.get(image_id) != index:
+                yield RowError(spot, "BAD_ROW", f"image id {image_id} appears twice")
+                continue
+            builder = ItemBuilder(file_name, width, height, where=spot, known_labels=known_labels)
+            classes = extra.get("classes", [])
+            if isinstance(classes, list) and all(isinstance(c, str) for c in classes):
+                builder.labels.classes.extend(classes)
+            builder.labels.not_sure = extra.get("not_sure") is True
+            for a_index, a in _chain(spool, heads[index]):
+                _add_annotation(builder, a, f"{where}: annotations[{a_index}] (id {a.get('id')})", categories)
+            yield from builder.records()

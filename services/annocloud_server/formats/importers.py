@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 from enum import StrEnum
+from functools import partial
 from pathlib import PurePosixPath
 
 from annocloud_server.common.errors import InvalidArgument
@@ -68,7 +69,7 @@ def main_files(archive: SafeZip, fmt: ImportFormat) -> list[str]:
 def import_file(
     stream: ByteStream, fmt: ImportFormat, *, where: str, known_labels: Collection[str] | None = None
 ) -> Iterator[Record]:
-    """Items of one COCO / CVAT / Label Studio / JSONL file."""
+    """Items of one COCO / CVAT / Label Studio / JSONL file (a COCO stream must be seekable)."""
     if fmt == ImportFormat.COCO:
         return read_coco(stream, where=where, known_labels=known_labels)
     if fmt == ImportFormat.CVAT:
@@ -95,6 +96,10 @@ def import_archive(
         yield from read_voc(archive, known_labels=known_labels)
     elif fmt == ImportFormat.YOLO:
         yield from read_yolo(archive, sizes=sizes, names=class_names)
+    elif fmt == ImportFormat.COCO:
+        for name in main_files(archive, fmt):
+            # COCO is read in passes: each opens the entry anew (and is accounted again).
+            yield from read_coco(partial(archive.open, name), where=name, known_labels=known_labels)
     else:
         for name in main_files(archive, fmt):
             with archive.open(name) as stream:

@@ -48,6 +48,104 @@ def json_depth(data: bytes) -> int:
     return int(np.cumsum(steps).max())
 
 
+_STRING_BODY = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
+_OUTSIDE_STRINGS = re.compile(rb'[^"]*(?:"[^"\\]*(?:\\.[^"\\]*)*"[^"]*)*', re.DOTALL)
+_NON_FINITE_START = re.compile(rb"[NI]")
+_QUOTE = 0x22
+
+
+class StrictJsonReader:
+    """A byte stream wrapper that refuses what ``loads_strict`` refuses, chunk by chunk, before an
+    incremental parser sees the bytes: more than ``max_bytes`` (``JSON_TOO_LARGE``), nesting deeper
+    than ``max_depth`` (``JSON_TOO_DEEP``) and ``NaN`` / ``Infinity`` (``JSON_NON_FINITE``: outside
+    strings, JSON has no capital ``N`` or ``I``). Holds no more than one chunk; strings may span chunks.
+    """
+
+    def __init__(self, stream: ByteStream, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH, where: str):
+        self._stream = stream
+        self._max_bytes = max_bytes
+        self._max_depth = max_depth
+        self._where = where
+        self.total = 0
+        self.depth = 0
+        self._in_string = False
+        self._escape = False
+
+    def read(self, size: int = -1, /) -> bytes:
+        """At most ``size`` bytes (one chunk when ``size`` is negative, so memory stays bounded)."""
+        if size == 0:
+            return b""
+        data = self._stream.read(size if size > 0 else _READ_CHUNK)
+        self.total += len(data)
+        if self.total > self._max_bytes:
+            raise InvalidArgument(
+                f"{self._where} is larger than {self._max_bytes} bytes", reason="JSON_TOO_LARGE"
+            )
+        self._scan(data)
+        return data
+
+    def _scan(self, data: bytes) -> None:
+        if not self._escape and b"\\" not in data:
+            self._scan_without_escapes(data)
+            return
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._escape:
+                pos, self._escape = pos + 1, False
+                continue
+            if self._in_string:
+                stop = _STRING_BODY.match(data, pos).end()  # type: ignore[union-attr]
+                if stop == end:
+                    return
+                if data[stop] == _QUOTE:
+                    self._in_string, pos = False, stop + 1
+                else:  # a backslash ending the chunk escapes the next one's first byte
+                    self._escape, pos = True, stop + 1
+                continue
+            stop = _OUTSIDE_STRINGS.match(data, pos).end()  # type: ignore[union-attr]
+            self._structure(data[pos:stop])
+            if stop == end:
+                return
+            self._in_string, pos = True, stop + 1
+
+    def _scan_without_escapes(self, data: bytes) -> None:
+        """The common case, vectorised: without backslashes every quote opens or closes a string."""
+        codes = np.frombuffer(data, dtype=np.uint8)
+        if not codes.size:
+            return
+        quotes = codes == _QUOTE
+        parity = np.cumsum(quotes, dtype=np.uint8) + np.uint8(self._in_string)
+        outside = ((parity & 1) == 0) & ~quotes
+        if np.any(outside & ((codes == ord("N")) | (codes == ord("I")))):
+            raise InvalidArgument(
+                f"{self._where}: NaN / Infinity is not a JSON number", reason="JSON_NON_FINITE"
+            )
+        steps = np.where(outside, _DEPTH_STEP[codes], 0).astype(np.int32)
+        self._check_depth(np.cumsum(steps) + self.depth)
+        self._in_string = bool(parity[-1] & 1)
+
+    def _check_depth(self, depths: np.ndarray[Any, np.dtype[np.int32]]) -> None:
+        if int(depths.max()) > self._max_depth:
+            raise InvalidArgument(
+                f"{self._where} nests deeper than {self._max_depth} levels", reason="JSON_TOO_DEEP"
+            )
+        self.depth = int(depths[-1])
+
+    def _structure(self, segment: bytes) -> None:
+        """Checks text outside strings (``segment`` holds only complete strings)."""
+        bare = _JSON_STRING.sub(b"", segment)
+        if _NON_FINITE_START.search(bare):
+            raise InvalidArgument(
+                f"{self._where}: NaN / Infinity is not a JSON number", reason="JSON_NON_FINITE"
+            )
+        brackets = bare.translate(None, _NOT_BRACKETS)
+        if not brackets:
+            return
+        self._check_depth(
+            np.cumsum(_DEPTH_STEP[np.frombuffer(brackets, dtype=np.uint8)].astype(np.int32)) + self.depth
+        )
+
+
 def loads_strict(data: bytes, *, max_depth: int = MAX_JSON_DEPTH, where: str = "the document") -> Any:
     """Parses JSON bytes strictly: RFC 8259 numbers only, nesting at most ``max_depth``."""
     if json_depth(data) > max_depth:

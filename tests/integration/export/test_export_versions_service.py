@@ -200,3 +200,21 @@ def test_version_errors_are_clear(service, caller) -> None:  # type: ignore[no-u
     with pytest.raises(grpc.RpcError) as err:
         _create(stub, caller(org="acme", roles=(ANNOTATOR,)).md)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_dataset_version_created_event_is_published_once(service, caller) -> None:  # type: ignore[no-untyped-def]
+    """Creating a version publishes one DatasetVersionCreated keyed by its name; an idempotent replay adds none."""
+    runtime, stub = service
+    md = caller(org="acme").md
+    version = _create(stub, md, request_id="once")
+    assert _create(stub, md, request_id="once").name == version.name
+    runtime.wait_idle()
+    sub = runtime.bus.subscribe("probe", ["annocloud.export.v1"])
+    records = sub.poll(100, 1.0)
+    events = [events_pb2.EventEnvelope.FromString(r.value) for r in records]
+    created = [e for e in events if e.HasField("dataset_version_created")]
+    assert [e.resource_name for e in created] == [version.name]
+    assert created[0].tenant_id == "acme"
+    assert created[0].event_type == "annocloud.events.v1.DatasetVersionCreated"
+    assert created[0].dataset_version_created.dataset_version == version
+    assert [r.key for r in records if r.value == created[0].SerializeToString()] == [version.name]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import json
+import shutil
+import subprocess
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +20,8 @@ from annocloud.export.v1 import export_pb2
 from annocloud_server.common.blobstore import CHUNK, LocalBlobStore
 from annocloud_server.export.domain import ExportItem, schema_view
 from annocloud_server.export.formats import write_artifact
-from annocloud_server.export.sink import ArtifactInfo, ZipSink
+from annocloud_server.export.sink import ArtifactInfo, SpooledInfos, StreamingZipFile, ZipSink
+from annocloud_server.export.writers_boxes import write_yolo
 from annocloud_server.export.writers_tables import write_jsonl
 from export_samples import sample_schema
 
@@ -113,3 +117,45 @@ def test_stream_buffers_do_not_grow_with_the_number_of_items(tmp_path: Path) -> 
         peaks.append(sink.max_buffered)
         sink.close()
     assert all((1 << 16) <= peak < (1 << 16) + 1024 for peak in peaks)
+
+
+def _live_zip_infos() -> int:
+    gc.collect()
+    return sum(isinstance(o, zipfile.ZipInfo) for o in gc.get_objects())
+
+
+def test_zip_directory_stays_on_disk_as_entries_grow(tmp_path: Path) -> None:
+    """A YOLO export's zip holds no ZipInfo in memory and indexes no name, for 1,000 or 10,000 images."""
+    retained = []
+    for count in (1_000, 10_000):
+        info = ArtifactInfo(format=export_pb2.EXPORT_FORMAT_YOLO, project="projects/p1", export="e")
+        sink = ZipSink(io.BytesIO(), info.date_time, str(tmp_path))
+        before = _live_zip_infos()
+        write_yolo(sink, generated(count), schema_view(sample_schema()), info, str(tmp_path))
+        archive = sink._zip
+        assert isinstance(archive, StreamingZipFile)
+        assert isinstance(archive.filelist, SpooledInfos)
+        assert len(archive.filelist) >= count
+        assert len(archive.NameToInfo) == 0
+        retained.append(_live_zip_infos() - before)
+        sink.close()
+    assert retained == [0, 0]
+
+
+def test_streaming_zip_with_zip64_directory_is_readable(tmp_path: Path) -> None:
+    """70,000 entries (past the 65,535 of a plain zip, so ZIP64) read back through zipfile and unzip, in order."""
+    path = tmp_path / "many.zip"
+    with path.open("wb") as out:
+        archive = StreamingZipFile(out, str(tmp_path))
+        for i in range(70_000):
+            archive.writestr(f"d/{i}.txt", str(i))
+        archive.close()
+    with zipfile.ZipFile(path) as reread:
+        names = reread.namelist()
+        assert reread.testzip() is None
+        assert reread.read("d/69999.txt") == b"69999"
+    assert names == [f"d/{i}.txt" for i in range(70_000)]
+    unzip = shutil.which("unzip")
+    if unzip:  # an independent reader, where the machine has one
+        checked = subprocess.run([unzip, "-tq", str(path)], capture_output=True, text=True, check=False)
+        assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -110,7 +110,10 @@ def test_coco_bad_images_orphans_and_document() -> None:
         [{**IMAGE, "file_name": "../../etc/passwd"}, IMAGE, IMAGE],
         [{"id": 1, "image_id": 99, "category_id": 1, "bbox": [1, 1, 1, 1]}],
     )
-    assert [e.reason for e in errors] == ["UNSAFE_FILE_NAME", "BAD_ROW", "BAD_ROW"]
+    # Orphans are found while the annotations stream (pass 2), before the images are yielded.
+    assert [e.reason for e in errors] == ["BAD_ROW", "UNSAFE_FILE_NAME", "BAD_ROW"]
+    assert "no image has id 99" in errors[0].message
+    assert "appears twice" in errors[2].message
     with pytest.raises(InvalidArgument) as err:
         list(read_coco(io.BytesIO(b"[1, 2]")))
     assert err.value.reason == "COCO_INVALID"
@@ -133,6 +136,66 @@ def test_coco_known_labels_and_size_cap() -> None:
     with pytest.raises(InvalidArgument) as err:
         list(read_coco(io.BytesIO(doc), max_bytes=10))
     assert err.value.reason == "JSON_TOO_LARGE"
+
+
+class _ChunkRecorder(io.BytesIO):
+    """A stream that remembers the largest read asked of it and how often it was rewound."""
+
+    largest_read = 0
+    rewinds = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.largest_read = max(self.largest_read, size if size is not None and size >= 0 else 1 << 62)
+        return super().read(size)
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        self.rewinds += 1
+        return super().seek(offset, whence)
+
+
+def test_coco_streams_in_bounded_reads_whatever_the_section_order() -> None:
+    """A 4 MiB COCO document with annotations before images is read in ≤256 KiB chunks, three passes, right."""
+    images = [{"id": i, "file_name": f"f{i}.jpg", "width": 100, "height": 50} for i in range(20_000)]
+    annotations = [
+        {"id": k, "image_id": (k * 7919) % 20_000, "category_id": 1 + k % 2, "bbox": [1, 1, k % 9 + 1, 2]}
+        for k in range(40_000)
+    ]
+    doc = json_bytes({"annotations": annotations, "categories": CATEGORIES, "images": images})
+    assert len(doc) > 4 * 2**20
+    stream = _ChunkRecorder(doc)
+    records = list(read_coco(stream))
+    items = [r for r in records if isinstance(r, ImportedItem)]
+    assert stream.largest_read <= 1 << 18
+    assert stream.rewinds == 3
+    assert [i.file_name for i in items] == [f"f{i}.jpg" for i in range(20_000)]
+    assert sum(len(i.labels.regions) for i in items) == 40_000
+    first = [a for a in annotations if a["image_id"] == 0]
+    assert [r.box.width for r in items[0].labels.regions] == [a["bbox"][2] for a in first]
+
+
+def test_coco_opener_and_hostile_documents() -> None:
+    """An opener is called once per pass; deep nesting split across chunks and non-list sections are refused."""
+    opened = []
+
+    def opener() -> io.BytesIO:
+        opened.append(1)
+        return io.BytesIO(json_bytes({"images": [IMAGE], "categories": CATEGORIES}))
+
+    assert len([r for r in read_coco(opener) if isinstance(r, ImportedItem)]) == 1
+    assert len(opened) == 3
+    deep = b'{"images": [], "annotations": [' + b" " * (1 << 18) + b"[" * 70 + b"]" * 70 + b"]}"
+    cases = {
+        deep: "JSON_TOO_DEEP",
+        b'{"images": {"item": 1}}': "COCO_INVALID",
+        b'{"annotations": []}': "COCO_INVALID",
+        b'{"images": [], "annotations": 3}': "COCO_INVALID",
+        b'{"images": [], "annotations": [{"bbox": [1, Infinity]}]}': "JSON_NON_FINITE",
+        b'{"images": [}': "JSON_INVALID",
+    }
+    for document, reason in cases.items():
+        with pytest.raises(InvalidArgument) as err:
+            list(read_coco(io.BytesIO(document)))
+        assert err.value.reason == reason, document[:40]
 
 
 VOC = """<annotation><filename>a.jpg</filename><size><width>100</width><height>50</height><depth>3</depth></size>

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
+import random
 
 import pytest
 from annocloud_server.common.errors import InvalidArgument
 from annocloud_server.formats.parsing import (
     LineError,
+    StrictJsonReader,
     iter_jsonl,
     iterparse_xml,
     json_depth,
@@ -91,3 +94,36 @@ def test_malformed_and_oversize_xml() -> None:
         parse_xml(b"<a>" + b"x" * 200 + b"</a>", max_bytes=100)
     assert err.value.reason == "XML_TOO_LARGE"
     assert parse_xml(b"<a><b>1</b></a>").findtext("b") == "1"
+
+
+def _strict_depth(document: bytes, chunk: int, max_depth: int) -> int | str:
+    reader = StrictJsonReader(io.BytesIO(document), max_bytes=1 << 30, max_depth=max_depth, where="doc")
+    try:
+        while reader.read(chunk):
+            pass
+    except InvalidArgument as exc:
+        return exc.reason
+    return reader.depth
+
+
+def test_strict_reader_agrees_with_whole_document_checks_at_every_chunk_size() -> None:
+    """Depth limits, escapes, quotes and NaN split at any chunk boundary give the same verdict as json_depth."""
+    rng = random.Random(4)
+
+    def value(depth: int) -> object:
+        if depth > 7 or rng.random() < 0.3:
+            return rng.choice(['a"b', "\\", "[{", 'x\\"]', "NaN", "é", 1, 2.5, None, True])
+        if rng.random() < 0.5:
+            return [value(depth + 1) for _ in range(rng.randint(0, 3))]
+        return {rng.choice(["k", '"[', "\\"]) + str(i): value(depth + 1) for i in range(rng.randint(0, 3))}
+
+    for n in range(200):
+        document = json.dumps(value(0), ensure_ascii=n % 2 == 0).encode()
+        depth = json_depth(document)
+        for chunk in (1, 2, 3, 7, 1 << 16):
+            assert _strict_depth(document, chunk, depth) == 0
+            if depth:
+                assert _strict_depth(document, chunk, depth - 1) == "JSON_TOO_DEEP"
+    for chunk in (1, 3, 100):
+        assert _strict_depth(b'{"x": [1, -Infinity]}', chunk, 64) == "JSON_NON_FINITE"
+        assert _strict_depth(b'{"x": "NaN \\\\", "Infinity": 1}', chunk, 64) == 0

@@ -76,6 +76,7 @@ class EventEnvelope(_message.Message):
     REWORK_REQUESTED_FIELD_NUMBER: _builtins.int
     ITEM_SENT_TO_REVIEW_FIELD_NUMBER: _builtins.int
     EXPORT_COMPLETED_FIELD_NUMBER: _builtins.int
+    DATASET_VERSION_CREATED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique id; consumers deduplicate on (consumer, event_id)."""
     event_type: _builtins.str
@@ -158,6 +159,10 @@ class EventEnvelope(_message.Message):
     def export_completed(self) -> Global___ExportCompleted:
         """export"""
 
+    @_builtins.property
+    def dataset_version_created(self) -> Global___DatasetVersionCreated:
+        """export"""
+
     def __init__(
         self,
         *,
@@ -184,12 +189,13 @@ class EventEnvelope(_message.Message):
         rework_requested: Global___ReworkRequested | None = ...,
         item_sent_to_review: Global___ItemSentToReview | None = ...,
         export_completed: Global___ExportCompleted | None = ...,
+        dataset_version_created: Global___DatasetVersionCreated | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["annotation_revised", b"annotation_revised", "annotation_submitted", b"annotation_submitted", "export_completed", b"export_completed", "item_accepted", b"item_accepted", "item_duplicate_detected", b"item_duplicate_detected", "item_ingested", b"item_ingested", "item_sent_to_review", b"item_sent_to_review", "label_schema_published", b"label_schema_published", "labels_imported", b"labels_imported", "occurred_time", b"occurred_time", "payload", b"payload", "project_created", b"project_created", "project_dataset_added", b"project_dataset_added", "rework_requested", b"rework_requested", "task_completed", b"task_completed", "task_created", b"task_created", "task_expired", b"task_expired", "task_leased", b"task_leased"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["annotation_revised", b"annotation_revised", "annotation_submitted", b"annotation_submitted", "dataset_version_created", b"dataset_version_created", "export_completed", b"export_completed", "item_accepted", b"item_accepted", "item_duplicate_detected", b"item_duplicate_detected", "item_ingested", b"item_ingested", "item_sent_to_review", b"item_sent_to_review", "label_schema_published", b"label_schema_published", "labels_imported", b"labels_imported", "occurred_time", b"occurred_time", "payload", b"payload", "project_created", b"project_created", "project_dataset_added", b"project_dataset_added", "rework_requested", b"rework_requested", "task_completed", b"task_completed", "task_created", b"task_created", "task_expired", b"task_expired", "task_leased", b"task_leased"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_version", b"aggregate_version", "annotation_revised", b"annotation_revised", "annotation_submitted", b"annotation_submitted", "event_id", b"event_id", "event_type", b"event_type", "export_completed", b"export_completed", "item_accepted", b"item_accepted", "item_duplicate_detected", b"item_duplicate_detected", "item_ingested", b"item_ingested", "item_sent_to_review", b"item_sent_to_review", "label_schema_published", b"label_schema_published", "labels_imported", b"labels_imported", "occurred_time", b"occurred_time", "payload", b"payload", "project_created", b"project_created", "project_dataset_added", b"project_dataset_added", "resource_name", b"resource_name", "rework_requested", b"rework_requested", "task_completed", b"task_completed", "task_created", b"task_created", "task_expired", b"task_expired", "task_leased", b"task_leased", "tenant_id", b"tenant_id", "trace_context", b"trace_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_version", b"aggregate_version", "annotation_revised", b"annotation_revised", "annotation_submitted", b"annotation_submitted", "dataset_version_created", b"dataset_version_created", "event_id", b"event_id", "event_type", b"event_type", "export_completed", b"export_completed", "item_accepted", b"item_accepted", "item_duplicate_detected", b"item_duplicate_detected", "item_ingested", b"item_ingested", "item_sent_to_review", b"item_sent_to_review", "label_schema_published", b"label_schema_published", "labels_imported", b"labels_imported", "occurred_time", b"occurred_time", "payload", b"payload", "project_created", b"project_created", "project_dataset_added", b"project_dataset_added", "resource_name", b"resource_name", "rework_requested", b"rework_requested", "task_completed", b"task_completed", "task_created", b"task_created", "task_expired", b"task_expired", "task_leased", b"task_leased", "tenant_id", b"tenant_id", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["item_ingested", "item_duplicate_detected", "labels_imported", "project_created", "label_schema_published", "project_dataset_added", "task_created", "task_leased", "task_completed", "task_expired", "annotation_submitted", "annotation_revised", "item_accepted", "rework_requested", "item_sent_to_review", "export_completed"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["item_ingested", "item_duplicate_detected", "labels_imported", "project_created", "label_schema_published", "project_dataset_added", "task_created", "task_leased", "task_completed", "task_expired", "annotation_submitted", "annotation_revised", "item_accepted", "rework_requested", "item_sent_to_review", "export_completed", "dataset_version_created"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -716,3 +722,29 @@ class ExportCompleted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportCompleted: _TypeAlias = ExportCompleted  # noqa: Y015
+
+@_typing.final
+class DatasetVersionCreated(_message.Message):
+    """A dataset version was created (an immutable snapshot of accepted labels, with its split).
+    resource_name = the version's name, `projects/{project}/datasetVersions/{version}`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_VERSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dataset_version(self) -> _export_pb2.DatasetVersion:
+        """The version as created."""
+
+    def __init__(
+        self,
+        *,
+        dataset_version: _export_pb2.DatasetVersion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset_version", b"dataset_version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_version", b"dataset_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetVersionCreated: _TypeAlias = DatasetVersionCreated  # noqa: Y015
