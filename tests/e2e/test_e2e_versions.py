@@ -27,7 +27,7 @@ def last(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 120.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

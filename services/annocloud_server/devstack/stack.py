@@ -581,7 +581,7 @@ class ClusterStack:
         for client in clients or ():
             client.close()
 
-    def wait_idle(self, timeout: float = 60.0, *, quiet_checks: int = 3, interval: float = 0.1) -> None:
+    def wait_idle(self, timeout: float = 180.0, *, quiet_checks: int = 3, interval: float = 0.1) -> None:
         """Returns once every outbox is published and every consumer group has zero lag, for
         ``quiet_checks`` checks in a row; TimeoutError (with the last numbers) otherwise."""
         deadline = time.monotonic() + timeout
