@@ -262,9 +262,21 @@ stop_pid() {
   rm -f "$PIDFILE"
 }
 
+# A live broker named by the pidfile but started with another config path (another checkout, or
+# the same one through a symlink) is not ours to forget: say so and keep the pidfile.
+refuse_foreign_pid() {
+  local pid
+  pid=$(cat "$PIDFILE" 2>/dev/null || true)
+  if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "kafka.Kafka"; then
+    die "$PIDFILE names pid $pid, a Kafka broker started with another config than $CONFIG; stop it from the checkout that started it, or: kill $pid"
+  fi
+}
+
 cmd_stop() {
   local pid
   if ! pid=$(running_pid); then
+    refuse_foreign_pid
     rm -f "$PIDFILE"
     say "not running (127.0.0.1:$PORT)"
     return 0
@@ -277,6 +289,7 @@ cmd_stop() {
 cmd_kill() {
   local pid
   if ! pid=$(running_pid); then
+    refuse_foreign_pid
     rm -f "$PIDFILE"
     say "not running (127.0.0.1:$PORT)"
     return 0
