@@ -1,0 +1,1 @@
+"""Model-assisted labeling: classification heads on embeddings and active-learning sampling."""
