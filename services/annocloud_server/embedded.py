@@ -30,7 +30,7 @@ from annocloud_server.gateway.apikeys import ApiKeyStore
 from annocloud_server.gateway.app import create_app
 from annocloud_server.gateway.settings import GatewaySettings
 from annocloud_server.ingestion.component import create_component as create_ingestion
-from annocloud_server.process import SERVICE_NAMES
+from annocloud_server.process import SERVICE_NAMES, wait_interruptibly
 from annocloud_server.qa.component import create_component as create_qa
 from annocloud_server.runtime import ComponentFactory, Runtime, start_runtime
 from annocloud_server.tasks.component import create_component as create_tasks
@@ -195,6 +195,6 @@ def serve(*, data_dir: Path, host: str, port: int, grpc_port: int, demo: bool) -
             f"  try: curl -H 'Authorization: Bearer {keys['user:admin']}' {stack.base_url}/v1/projects"
         )
     print("\n".join(lines), flush=True)
-    stopping.wait()
+    wait_interruptibly(stopping)
     print("annocloud: shutting down (draining requests, committing events)", flush=True)
     stack.stop()
