@@ -8,11 +8,11 @@ from annocloud.events.v1 import events_pb2
 from annocloud_server.annotations.handlers import on_labels_imported
 from annocloud_server.annotations.models import Base, inbox, outbox
 from annocloud_server.annotations.servicer import AnnotationServicer
-from annocloud_server.annotations.tasks_client import TasksClient
 from annocloud_server.common.component import Component, ComponentContext
 from annocloud_server.common.db import Database
 from annocloud_server.common.events import TOPIC_ANNOTATIONS, TOPIC_INGESTION, EventWriter, event_type_of
 from annocloud_server.common.server import ServiceRegistration
+from annocloud_server.common.tasks_client import TasksClient
 
 
 def create_component(ctx: ComponentContext) -> Component:

@@ -13,13 +13,13 @@ from sqlalchemy.exc import IntegrityError
 
 from annocloud_server.annotations import domain, store
 from annocloud_server.annotations.models import AnnotationRow, PredictionRow, RevisionRow
-from annocloud_server.annotations.tasks_client import TasksClient, forwarded_metadata
 from annocloud_server.common.auth import LABELERS, MANAGERS, READERS, Authenticator
 from annocloud_server.common.db import Database
 from annocloud_server.common.errors import Aborted, AlreadyExists, InvalidArgument
 from annocloud_server.common.events import EventWriter
 from annocloud_server.common.labels import ItemFacts, validate_labels
 from annocloud_server.common.paging import decode_token, encode_token, new_id, page_size, parse_name
+from annocloud_server.common.tasks_client import TasksClient, forwarded_metadata
 
 SUBMIT = "SubmitAnnotation"
 PREDICT = "CreatePrediction"

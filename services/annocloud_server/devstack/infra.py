@@ -144,10 +144,6 @@ class PostgresServer(InfraServer):
                 conn.execute(f'CREATE DATABASE "{name}"')
         return self.database_url(name)
 
-    def drop_database(self, name: str) -> None:
-        with psycopg.connect(self.libpq(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{check_schema_name(name)}" WITH (FORCE)')
-
     def log_tail(self, chars: int = 4000) -> str:
         return tail(self.infra_dir / f"pg-{self.port}" / "postgres.log", chars)
 

@@ -14,13 +14,12 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from annocloud_server.common.server import make_channel
 from annocloud_server.process import SERVICE_NAMES
 
 SERVICES = SERVICE_NAMES
 GATEWAY = "gateway"
 PROCESSES = (*SERVICES, GATEWAY)
-# Channels to processes that restart: reconnect within a second, not after gRPC's 120 s backoff.
-CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000))
 
 
 def check_name(name: str, allowed: tuple[str, ...]) -> str:
@@ -54,7 +53,7 @@ def _is_our_process(pid: int, name: str) -> bool:
 
 def health_status(address: str, timeout: float = 1.0) -> str:
     """The gRPC health status (``SERVING``…) of the server at ``address``, or ``UNREACHABLE``."""
-    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+    with make_channel(address) as channel:
         try:
             status = (
                 health_pb2_grpc.HealthStub(channel)

@@ -31,11 +31,12 @@ from sqlalchemy.engine import make_url
 from annocloud_server.common.db import check_schema_name, with_schema
 from annocloud_server.common.events import (
     TOPIC_ANNOTATIONS,
-    TOPIC_EXPORT,
     TOPIC_INGESTION,
     TOPIC_QA,
     TOPIC_TASKS,
 )
+from annocloud_server.common.kafka_bus import EVENT_TOPICS
+from annocloud_server.common.server import make_channel
 from annocloud_server.devstack.infra import (
     DEFAULT_INFRA_DIR,
     REPO_ROOT,
@@ -47,7 +48,6 @@ from annocloud_server.devstack.infra import (
     tail,
 )
 from annocloud_server.devstack.procs import (
-    CHANNEL_OPTIONS,
     GATEWAY,
     PROCESSES,
     SERVICES,
@@ -60,7 +60,6 @@ from annocloud_server.gateway.apikeys import ApiKeyStore
 log = logging.getLogger(__name__)
 
 DEFAULT_STACK_DIR = REPO_ROOT / ".cache" / "stack"
-ALL_EVENT_TOPICS = (TOPIC_INGESTION, TOPIC_TASKS, TOPIC_ANNOTATIONS, TOPIC_QA, TOPIC_EXPORT)
 # Consumer group (= service name) -> the topics it reads; tests/integration/process checks this
 # against the components, so it cannot drift from the code.
 CONSUMER_TOPICS: dict[str, tuple[str, ...]] = {
@@ -448,16 +447,6 @@ class ClusterStack:
             self._launch(name, None)
         self._wait_all(PROCESSES)
 
-    def wait_exit(self, name: str, timeout: float = 60.0) -> int:
-        """Waits for a process to exit by itself (e.g. an injected fault); its exit code."""
-        process = self._processes[check_name(name, PROCESSES)]
-        if process.popen is None:
-            raise StackError(f"{name} was never started")
-        try:
-            return process.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise StackError(f"{name} still runs after {timeout:.0f}s:\n{self.log_tail(name)}") from None
-
     def _running(self, name: str) -> _Process:
         process = self._processes[check_name(name, PROCESSES)]
         if process.popen is None or process.popen.poll() is not None:
@@ -514,12 +503,11 @@ class ClusterStack:
     # --- clients --------------------------------------------------------------------------------
 
     def channel(self, name: str) -> grpc.Channel:
-        """A channel to a service (kept open until :meth:`stop`; reconnects within a second)."""
+        """A channel to a service with the services' own options (deadlines, read retries, reconnect
+        within 2 s); kept open until :meth:`stop`."""
         with self._lock:
             if name not in self._channels:
-                self._channels[name] = grpc.insecure_channel(
-                    self.addresses[check_name(name, SERVICES)], options=CHANNEL_OPTIONS
-                )
+                self._channels[name] = make_channel(self.addresses[check_name(name, SERVICES)])
             return self._channels[name]
 
     def metrics_text(self, name: str) -> str:
@@ -558,7 +546,7 @@ class ClusterStack:
             try:
                 groups = {self.kafka_group(g): g for g in CONSUMER_TOPICS}
                 committed = admin.list_group_offsets(dict.fromkeys(groups))
-                partitions = _partitions(consumer, sorted(self.kafka_topic(t) for t in ALL_EVENT_TOPICS))
+                partitions = _partitions(consumer, sorted(self.kafka_topic(t) for t in EVENT_TOPICS))
                 end = consumer.end_offsets(partitions)
                 first = consumer.beginning_offsets(partitions)
             except Exception:

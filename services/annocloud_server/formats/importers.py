@@ -1,8 +1,7 @@
 """One entry point per source: an archive (zip with labels and maybe media) or a single file.
 
-A later ``ImportLabels`` job calls :func:`import_archive` twice: once through
-:func:`~.model.collect_errors` to validate everything, and, only when that found no error, again
-to write the items (see ``docs/formats.md``).
+The import job (``ingestion/imports.py``) calls :func:`import_archive` twice: once to validate
+everything, and, only when that found no error, again to write the items (``docs/imports.md``).
 """
 
 from __future__ import annotations

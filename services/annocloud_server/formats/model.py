@@ -2,15 +2,15 @@
 
 An importer yields :class:`ImportedItem` (one per image / record, with the regions that passed)
 and :class:`RowError` (one per row, region or file that did not), in source order. Nothing is
-written anywhere: a caller that wants all-or-nothing reads the whole stream first
-(:func:`collect_errors`) and writes only when it found no error.
+written anywhere: a caller that wants all-or-nothing reads the whole stream first and writes
+only when it found no error (the import job does: ``ingestion/imports.py``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from annocloud.annotations.v1 import annotations_pb2
 from annocloud.common.v1 import common_pb2
@@ -53,30 +53,6 @@ class RowError:
 Record = ImportedItem | RowError
 SizeLookup = Callable[[str], "tuple[int, int] | None"]
 """file name → (width, height), for formats that do not carry image sizes (YOLO)."""
-
-
-@dataclass
-class ImportSummary:
-    """What a full pass over an import found."""
-
-    items: int = 0
-    regions: int = 0
-    errors: list[RowError] = field(default_factory=list)
-    error_count: int = 0
-
-
-def collect_errors(records: Iterable[Record], *, keep: int = 1000) -> ImportSummary:
-    """Reads a whole import without keeping items; keeps the first ``keep`` errors."""
-    summary = ImportSummary()
-    for record in records:
-        if isinstance(record, RowError):
-            summary.error_count += 1
-            if len(summary.errors) < keep:
-                summary.errors.append(record)
-        else:
-            summary.items += 1
-            summary.regions += len(record.labels.regions)
-    return summary
 
 
 class RowProblem(Exception):

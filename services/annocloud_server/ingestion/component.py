@@ -9,12 +9,12 @@ from annocloud_server.common.component import Component, ComponentContext
 from annocloud_server.common.db import Database
 from annocloud_server.common.events import TOPIC_INGESTION, EventWriter
 from annocloud_server.common.server import ServiceRegistration
+from annocloud_server.common.tasks_client import TasksClient
 from annocloud_server.ingestion.import_jobs import ImportJobs
 from annocloud_server.ingestion.ingest import Ingestor
 from annocloud_server.ingestion.models import Base, inbox, outbox
 from annocloud_server.ingestion.servicer import IngestionServicer
 from annocloud_server.ingestion.settings import IngestionSettings
-from annocloud_server.ingestion.tasks_client import TasksClient
 
 
 def create_component(ctx: ComponentContext, settings: IngestionSettings | None = None) -> Component:

@@ -11,6 +11,7 @@ from annocloud_server.common.auth import MANAGERS, READERS, Authenticator
 from annocloud_server.common.db import Database
 from annocloud_server.common.errors import InvalidArgument
 from annocloud_server.common.paging import decode_token, encode_token, page_size, parse_name
+from annocloud_server.common.tasks_client import TasksClient, forwarded_metadata
 from annocloud_server.ingestion import domain, store
 from annocloud_server.ingestion.convert import (
     dataset_to_proto,
@@ -24,7 +25,6 @@ from annocloud_server.ingestion.convert import (
 from annocloud_server.ingestion.import_jobs import ImportJobs
 from annocloud_server.ingestion.imports import library_format
 from annocloud_server.ingestion.ingest import Ingestor
-from annocloud_server.ingestion.tasks_client import TasksClient, forwarded_metadata
 
 
 def _cursor(token: str, key: str, scope: str = "") -> int | None:

@@ -9,7 +9,7 @@ import pytest
 from annocloud_server.common.errors import InvalidArgument
 from annocloud_server.formats.coco import read_coco
 from annocloud_server.formats.importers import ImportFormat
-from annocloud_server.formats.model import ImportedItem, RowError, collect_errors
+from annocloud_server.formats.model import ImportedItem, RowError
 from annocloud_server.formats.safety import SafeZip
 from formats_support import json_bytes, make_zip, read_all
 from pycocotools import mask as coco_mask
@@ -131,8 +131,9 @@ def test_coco_known_labels_and_size_cap() -> None:
             "categories": CATEGORIES,
         }
     )
-    summary = collect_errors(read_coco(io.BytesIO(doc), known_labels={"road"}))
-    assert (summary.items, summary.error_count, summary.errors[0].reason) == (1, 1, "UNKNOWN_LABEL")
+    records = list(read_coco(io.BytesIO(doc), known_labels={"road"}))
+    errors = [r for r in records if isinstance(r, RowError)]
+    assert (len(records) - len(errors), len(errors), errors[0].reason) == (1, 1, "UNKNOWN_LABEL")
     with pytest.raises(InvalidArgument) as err:
         list(read_coco(io.BytesIO(doc), max_bytes=10))
     assert err.value.reason == "JSON_TOO_LARGE"

@@ -1,4 +1,5 @@
-"""Calls to the tasks service on behalf of the caller, and the cache of immutable schema versions."""
+"""Calls to the tasks service on behalf of the caller (annotations and ingestion use it), and the
+cache of immutable schema versions."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from annocloud_server.common.errors import (
     PermissionDenied,
     Unavailable,
 )
+from annocloud_server.common.paging import parse_name
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 TIMEOUT_SECONDS = 5.0
@@ -68,14 +70,29 @@ class TasksClient:
             raise _translate(error, f"task {name}") from None
         return response.task
 
-    def require_project(self, name: str, metadata: Metadata) -> None:
-        """NOT_FOUND unless the caller's organization has this project (tasks owns projects)."""
+    def require_project(self, name: str, metadata: Metadata) -> tasks_pb2.Project:
+        """The project; NOT_FOUND unless the caller's organization has it (tasks owns projects)."""
         try:
-            self._stub.GetProject(
+            response = self._stub.GetProject(
                 tasks_pb2.GetProjectRequest(name=name), metadata=metadata, timeout=TIMEOUT_SECONDS
             )
         except grpc.RpcError as error:
             raise _translate(error, f"project {name}") from None
+        return response.project
+
+    def current_schema(
+        self, project: str, *, organization_id: str, metadata: Metadata
+    ) -> tasks_pb2.LabelSchema:
+        """The current label schema of ``project`` (``projects/{project}``); NOT_FOUND for a project
+        the caller's organization does not have, UNAVAILABLE when tasks does not answer in time."""
+        (project_id,) = parse_name(project, "projects/{}")
+        found = self.require_project(project, metadata)
+        return self.get_schema(
+            organization_id=organization_id,
+            project_id=project_id,
+            version=found.schema_version,
+            metadata=metadata,
+        )
 
     def get_schema(
         self, *, organization_id: str, project_id: str, version: int, metadata: Metadata
