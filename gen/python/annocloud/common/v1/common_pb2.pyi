@@ -41,6 +41,8 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     """A worker of a vendor organization."""
     ROLE_PLATFORM_OPERATOR: _Role.ValueType  # 7
     """Operates the platform (no tenant data access by default)."""
+    ROLE_EXPERT_REVIEWER: _Role.ValueType  # 8
+    """Decides reviews escalated to an expert."""
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     """Role of a principal inside its organization."""
@@ -61,6 +63,8 @@ ROLE_VENDOR_WORKER: Role.ValueType  # 6
 """A worker of a vendor organization."""
 ROLE_PLATFORM_OPERATOR: Role.ValueType  # 7
 """Operates the platform (no tenant data access by default)."""
+ROLE_EXPERT_REVIEWER: Role.ValueType  # 8
+"""Decides reviews escalated to an expert."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _MediaType:

@@ -28,10 +28,11 @@ from annocloud.export.v1 import export_pb2 as annocloud_dot_export_dot_v1_dot_ex
 from annocloud.ingestion.v1 import ingestion_pb2 as annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2
 from annocloud.qa.v1 import qa_pb2 as annocloud_dot_qa_dot_v1_dot_qa__pb2
 from annocloud.tasks.v1 import tasks_pb2 as annocloud_dot_tasks_dot_v1_dot_tasks__pb2
+from annocloud.tasks.v1 import workforce_pb2 as annocloud_dot_tasks_dot_v1_dot_workforce__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n annocloud/events/v1/events.proto\x12\x13\x61nnocloud.events.v1\x1a*annocloud/annotations/v1/annotations.proto\x1a annocloud/common/v1/common.proto\x1a annocloud/export/v1/export.proto\x1a&annocloud/ingestion/v1/ingestion.proto\x1a\x18\x61nnocloud/qa/v1/qa.proto\x1a\x1e\x61nnocloud/tasks/v1/tasks.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x0b\n\rEventEnvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x31\n\roccurred_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rresource_name\x18\x05 \x01(\t\x12\x19\n\x11\x61ggregate_version\x18\x06 \x01(\x03\x12K\n\rtrace_context\x18\x07 \x03(\x0b\x32\x34.annocloud.events.v1.EventEnvelope.TraceContextEntry\x12:\n\ritem_ingested\x18\n \x01(\x0b\x32!.annocloud.events.v1.ItemIngestedH\x00\x12M\n\x17item_duplicate_detected\x18\x0b \x01(\x0b\x32*.annocloud.events.v1.ItemDuplicateDetectedH\x00\x12>\n\x0flabels_imported\x18\x0c \x01(\x0b\x32#.annocloud.events.v1.LabelsImportedH\x00\x12>\n\x0fproject_created\x18\x14 \x01(\x0b\x32#.annocloud.events.v1.ProjectCreatedH\x00\x12K\n\x16label_schema_published\x18\x15 \x01(\x0b\x32).annocloud.events.v1.LabelSchemaPublishedH\x00\x12I\n\x15project_dataset_added\x18\x16 \x01(\x0b\x32(.annocloud.events.v1.ProjectDatasetAddedH\x00\x12\x38\n\x0ctask_created\x18\x17 \x01(\x0b\x32 .annocloud.events.v1.TaskCreatedH\x00\x12\x36\n\x0btask_leased\x18\x18 \x01(\x0b\x32\x1f.annocloud.events.v1.TaskLeasedH\x00\x12<\n\x0etask_completed\x18\x19 \x01(\x0b\x32\".annocloud.events.v1.TaskCompletedH\x00\x12\x38\n\x0ctask_expired\x18\x1a \x01(\x0b\x32 .annocloud.events.v1.TaskExpiredH\x00\x12H\n\x14\x61nnotation_submitted\x18\x1e \x01(\x0b\x32(.annocloud.events.v1.AnnotationSubmittedH\x00\x12\x44\n\x12\x61nnotation_revised\x18\x1f \x01(\x0b\x32&.annocloud.events.v1.AnnotationRevisedH\x00\x12:\n\ritem_accepted\x18( \x01(\x0b\x32!.annocloud.events.v1.ItemAcceptedH\x00\x12@\n\x10rework_requested\x18) \x01(\x0b\x32$.annocloud.events.v1.ReworkRequestedH\x00\x12\x44\n\x13item_sent_to_review\x18* \x01(\x0b\x32%.annocloud.events.v1.ItemSentToReviewH\x00\x12@\n\x10\x65xport_completed\x18\x32 \x01(\x0b\x32$.annocloud.events.v1.ExportCompletedH\x00\x12M\n\x17\x64\x61taset_version_created\x18\x33 \x01(\x0b\x32*.annocloud.events.v1.DatasetVersionCreatedH\x00\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07payload\":\n\x0cItemIngested\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.annocloud.ingestion.v1.Item\"_\n\x15ItemDuplicateDetected\x12\x33\n\rexisting_item\x18\x01 \x01(\x0b\x32\x1c.annocloud.ingestion.v1.Item\x12\x11\n\tfile_name\x18\x02 \x01(\t\"\xd8\x01\n\x0eLabelsImported\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.annocloud.ingestion.v1.Item\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x12\n\nimport_job\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x30\n\x06labels\x18\x07 \x01(\x0b\x32 .annocloud.annotations.v1.Labels\x12\x0e\n\x06source\x18\x08 \x01(\t\"o\n\x0eProjectCreated\x12,\n\x07project\x18\x01 \x01(\x0b\x32\x1b.annocloud.tasks.v1.Project\x12/\n\x06schema\x18\x02 \x01(\x0b\x32\x1f.annocloud.tasks.v1.LabelSchema\"X\n\x14LabelSchemaPublished\x12\x0f\n\x07project\x18\x01 \x01(\t\x12/\n\x06schema\x18\x02 \x01(\x0b\x32\x1f.annocloud.tasks.v1.LabelSchema\"T\n\x13ProjectDatasetAdded\x12,\n\x07project\x18\x01 \x01(\x0b\x32\x1b.annocloud.tasks.v1.Project\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\"5\n\x0bTaskCreated\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.annocloud.tasks.v1.Task\"4\n\nTaskLeased\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.annocloud.tasks.v1.Task\"K\n\rTaskCompleted\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.annocloud.tasks.v1.Task\x12\x12\n\nannotation\x18\x02 \x01(\t\"E\n\x0bTaskExpired\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.annocloud.tasks.v1.Task\x12\x0e\n\x06worker\x18\x02 \x01(\t\"\x8f\x01\n\x0bItemContext\x12\x0c\n\x04item\x18\x01 \x01(\t\x12\x32\n\nmedia_type\x18\x02 \x01(\x0e\x32\x1e.annocloud.common.v1.MediaType\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x0c\n\x04text\x18\x06 \x01(\t\"\xd7\x01\n\x13\x41nnotationSubmitted\x12\x38\n\nannotation\x18\x01 \x01(\x0b\x32$.annocloud.annotations.v1.Annotation\x12\x12\n\nredundancy\x18\x02 \x01(\x05\x12.\n\x04item\x18\x03 \x01(\x0b\x32 .annocloud.events.v1.ItemContext\x12/\n\ttask_kind\x18\x04 \x01(\x0e\x32\x1c.annocloud.tasks.v1.TaskKind\x12\x11\n\trework_of\x18\x05 \x01(\t\"M\n\x11\x41nnotationRevised\x12\x38\n\nannotation\x18\x01 \x01(\x0b\x32$.annocloud.annotations.v1.Annotation\"v\n\x0cItemAccepted\x12\x36\n\x0e\x61\x63\x63\x65pted_label\x18\x01 \x01(\x0b\x32\x1e.annocloud.qa.v1.AcceptedLabel\x12.\n\x04item\x18\x02 \x01(\x0b\x32 .annocloud.events.v1.ItemContext\"\x86\x01\n\x0fReworkRequested\x12\x12\n\nannotation\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x11\n\tannotator\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\x04item\x18\x05 \x01(\x0b\x32 .annocloud.events.v1.ItemContext\";\n\x10ItemSentToReview\x12\'\n\x06review\x18\x01 \x01(\x0b\x32\x17.annocloud.qa.v1.Review\">\n\x0f\x45xportCompleted\x12+\n\x06\x65xport\x18\x01 \x01(\x0b\x32\x1b.annocloud.export.v1.Export\"U\n\x15\x44\x61tasetVersionCreated\x12<\n\x0f\x64\x61taset_version\x18\x01 \x01(\x0b\x32#.annocloud.export.v1.DatasetVersionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n annocloud/events/v1/events.proto\x12\x13\x61nnocloud.events.v1\x1a*annocloud/annotations/v1/annotations.proto\x1a annocloud/common/v1/common.proto\x1a annocloud/export/v1/export.proto\x1a&annocloud/ingestion/v1/ingestion.proto\x1a\x18\x61nnocloud/qa/v1/qa.proto\x1a\x1e\x61nnocloud/tasks/v1/tasks.proto\x1a\"annocloud/tasks/v1/workforce.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x0f\n\rEventEnvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x31\n\roccurred_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rresource_name\x18\x05 \x01(\t\x12\x19\n\x11\x61ggregate_version\x18\x06 \x01(\x03\x12K\n\rtrace_context\x18\x07 \x03(\x0b\x32\x34.annocloud.events.v1.EventEnvelope.TraceContextEntry\x12:\n\ritem_ingested\x18\n \x01(\x0b\x32!.annocloud.events.v1.ItemIngestedH\x00\x12M\n\x17item_duplicate_detected\x18\x0b \x01(\x0b\x32*.annocloud.events.v1.ItemDuplicateDetectedH\x00\x12>\n\x0flabels_imported\x18\x0c \x01(\x0b\x32#.annocloud.events.v1.LabelsImportedH\x00\x12>\n\x0fproject_created\x18\x14 \x01(\x0b\x32#.annocloud.events.v1.ProjectCreatedH\x00\x12K\n\x16label_schema_published\x18\x15 \x01(\x0b\x32).annocloud.events.v1.LabelSchemaPublishedH\x00\x12I\n\x15project_dataset_added\x18\x16 \x01(\x0b\x32(.annocloud.events.v1.ProjectDatasetAddedH\x00\x12\x38\n\x0ctask_created\x18\x17 \x01(\x0b\x32 .annocloud.events.v1.TaskCreatedH\x00\x12\x36\n\x0btask_leased\x18\x18 \x01(\x0b\x32\x1f.annocloud.events.v1.TaskLeasedH\x00\x12<\n\x0etask_completed\x18\x19 \x01(\x0b\x32\".annocloud.events.v1.TaskCompletedH\x00\x12\x38\n\x0ctask_expired\x18\x1a \x01(\x0b\x32 .annocloud.events.v1.TaskExpiredH\x00\x12H\n\x14\x61nnotation_submitted\x18\x1e \x01(\x0b\x32(.annocloud.events.v1.AnnotationSubmittedH\x00\x12\x44\n\x12\x61nnotation_revised\x18\x1f \x01(\x0b\x32&.annocloud.events.v1.AnnotationRevisedH\x00\x12:\n\ritem_accepted\x18( \x01(\x0b\x32!.annocloud.events.v1.ItemAcceptedH\x00\x12@\n\x10rework_requested\x18) \x01(\x0b\x32$.annocloud.events.v1.ReworkRequestedH\x00\x12\x44\n\x13item_sent_to_review\x18* \x01(\x0b\x32%.annocloud.events.v1.ItemSentToReviewH\x00\x12<\n\x0ereview_decided\x18+ \x01(\x0b\x32\".annocloud.events.v1.ReviewDecidedH\x00\x12\x44\n\x12\x61\x63\x63\x65ptance_revoked\x18, \x01(\x0b\x32&.annocloud.events.v1.AcceptanceRevokedH\x00\x12I\n\x15more_labels_requested\x18- \x01(\x0b\x32(.annocloud.events.v1.MoreLabelsRequestedH\x00\x12O\n\x18item_difficulty_assessed\x18. \x01(\x0b\x32+.annocloud.events.v1.ItemDifficultyAssessedH\x00\x12:\n\rworker_scored\x18/ \x01(\x0b\x32!.annocloud.events.v1.WorkerScoredH\x00\x12=\n\x0fgold_item_added\x18\x30 \x01(\x0b\x32\".annocloud.events.v1.GoldItemAddedH\x00\x12I\n\x15ledger_entry_recorded\x18\x1b \x01(\x0b\x32(.annocloud.events.v1.LedgerEntryRecordedH\x00\x12@\n\x10\x65xport_completed\x18\x32 \x01(\x0b\x32$.annocloud.events.v1.ExportCompletedH\x00\x12M\n\x17\x64\x61taset_version_created\x18\x33 \x01(\x0b\x32*.annocloud.events.v1.DatasetVersionCreatedH\x00\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07payload\":\n\x0cItemIngested\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.annocloud.ingestion.v1.Item\"_\n\x15ItemDuplicateDetected\x12\x33\n\rexisting_item\x18\x01 \x01(\x0b\x32\x1c.annocloud.ingestion.v1.Item\x12\x11\n\tfile_name\x18\x02 \x01(\t\"\xd8\x01\n\x0eLabelsImported\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.annocloud.ingestion.v1.Item\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x12\n\nimport_job\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x30\n\x06labels\x18\x07 \x01(\x0b\x32 .annocloud.annotations.v1.Labels\x12\x0e\n\x06source\x18\x08 \x01(\t\"o\n\x0eProjectCreated\x12,\n\x07project\x18\x01 \x01(\x0b\x32\x1b.annocloud.tasks.v1.Project\x12/\n\x06schema\x18\x02 \x01(\x0b\x32\x1f.annocloud.tasks.v1.LabelSchema\"X\n\x14LabelSchemaPublished\x12\x0f\n\x07project\x18\x01 \x01(\t\x12/\n\x06schema\x18\x02 \x01(\x0b\x32\x1f.annocloud.tasks.v1.LabelSchema\"T\n\x13ProjectDatasetAdded\x12,\n\x07project\x18\x01 \x01(\x0b\x32\x1b.annocloud.tasks.v1.Project\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\"5\n\x0bTaskCreated\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.annocloud.tasks.v1.Task\"4\n\nTaskLeased\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.annocloud.tasks.v1.Task\"K\n\rTaskCompleted\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.annocloud.tasks.v1.Task\x12\x12\n\nannotation\x18\x02 \x01(\t\"E\n\x0bTaskExpired\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.annocloud.tasks.v1.Task\x12\x0e\n\x06worker\x18\x02 \x01(\t\"\x8f\x01\n\x0bItemContext\x12\x0c\n\x04item\x18\x01 \x01(\t\x12\x32\n\nmedia_type\x18\x02 \x01(\x0e\x32\x1e.annocloud.common.v1.MediaType\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x0c\n\x04text\x18\x06 \x01(\t\"\xa8\x02\n\x13\x41nnotationSubmitted\x12\x38\n\nannotation\x18\x01 \x01(\x0b\x32$.annocloud.annotations.v1.Annotation\x12\x12\n\nredundancy\x18\x02 \x01(\x05\x12.\n\x04item\x18\x03 \x01(\x0b\x32 .annocloud.events.v1.ItemContext\x12/\n\ttask_kind\x18\x04 \x01(\x0e\x32\x1c.annocloud.tasks.v1.TaskKind\x12\x11\n\trework_of\x18\x05 \x01(\t\x12\x1e\n\x16\x61nnotator_organization\x18\x06 \x01(\t\x12\x16\n\x0ehandle_seconds\x18\x07 \x01(\x01\x12\x17\n\x0f\x64ifficulty_tier\x18\x08 \x01(\x05\"c\n\x0c\x43reditedWork\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x12\n\nannotation\x18\x02 \x01(\t\x12\x11\n\tannotator\x18\x03 \x01(\t\x12\x1e\n\x16\x61nnotator_organization\x18\x04 \x01(\t\"M\n\x11\x41nnotationRevised\x12\x38\n\nannotation\x18\x01 \x01(\x0b\x32$.annocloud.annotations.v1.Annotation\"\xab\x01\n\x0cItemAccepted\x12\x36\n\x0e\x61\x63\x63\x65pted_label\x18\x01 \x01(\x0b\x32\x1e.annocloud.qa.v1.AcceptedLabel\x12.\n\x04item\x18\x02 \x01(\x0b\x32 .annocloud.events.v1.ItemContext\x12\x33\n\x08\x63redited\x18\x03 \x03(\x0b\x32!.annocloud.events.v1.CreditedWork\"\x9b\x01\n\x0fReworkRequested\x12\x12\n\nannotation\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x11\n\tannotator\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\x04item\x18\x05 \x01(\x0b\x32 .annocloud.events.v1.ItemContext\x12\x13\n\x0breason_code\x18\x06 \x01(\t\"\x93\x01\n\rReviewDecided\x12\'\n\x06review\x18\x01 \x01(\x0b\x32\x17.annocloud.qa.v1.Review\x12\x31\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x1f.annocloud.qa.v1.ReviewDecision\x12\x12\n\ndecided_by\x18\x03 \x01(\t\x12\x12\n\nannotation\x18\x04 \x01(\t\"\xc8\x01\n\x11\x41\x63\x63\x65ptanceRevoked\x12\x16\n\x0e\x61\x63\x63\x65pted_label\x18\x01 \x01(\t\x12.\n\x04item\x18\x02 \x01(\x0b\x32 .annocloud.events.v1.ItemContext\x12\x32\n\x07revoked\x18\x03 \x03(\x0b\x32!.annocloud.events.v1.CreditedWork\x12\x13\n\x0breason_code\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\ndecided_by\x18\x06 \x01(\t\"\x81\x01\n\x13MoreLabelsRequested\x12\x0f\n\x07project\x18\x01 \x01(\t\x12.\n\x04item\x18\x02 \x01(\x0b\x32 .annocloud.events.v1.ItemContext\x12\x15\n\rlabels_wanted\x18\x03 \x01(\x05\x12\x12\n\nconfidence\x18\x04 \x01(\x01\"[\n\x16ItemDifficultyAssessed\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04item\x18\x02 \x01(\t\x12\x12\n\ndifficulty\x18\x03 \x01(\x01\x12\x0e\n\x06source\x18\x04 \x01(\t\"\xc3\x01\n\x0cWorkerScored\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x1b\n\x13worker_organization\x18\x03 \x01(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x12\n\nannotation\x18\x05 \x01(\t\x12\x0f\n\x07\x63orrect\x18\x06 \x01(\x08\x12\x15\n\rgold_answered\x18\x07 \x01(\x05\x12\x14\n\x0cgold_correct\x18\x08 \x01(\x05\x12\x15\n\rgold_accuracy\x18\t \x01(\x01\".\n\rGoldItemAdded\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04item\x18\x02 \x01(\t\"E\n\x13LedgerEntryRecorded\x12.\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x1f.annocloud.tasks.v1.LedgerEntry\";\n\x10ItemSentToReview\x12\'\n\x06review\x18\x01 \x01(\x0b\x32\x17.annocloud.qa.v1.Review\">\n\x0f\x45xportCompleted\x12+\n\x06\x65xport\x18\x01 \x01(\x0b\x32\x1b.annocloud.export.v1.Export\"U\n\x15\x44\x61tasetVersionCreated\x12<\n\x0f\x64\x61taset_version\x18\x01 \x01(\x0b\x32#.annocloud.export.v1.DatasetVersionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,44 +41,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EVENTENVELOPE_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_EVENTENVELOPE_TRACECONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_EVENTENVELOPE']._serialized_start=301
-  _globals['_EVENTENVELOPE']._serialized_end=1753
-  _globals['_EVENTENVELOPE_TRACECONTEXTENTRY']._serialized_start=1691
-  _globals['_EVENTENVELOPE_TRACECONTEXTENTRY']._serialized_end=1742
-  _globals['_ITEMINGESTED']._serialized_start=1755
-  _globals['_ITEMINGESTED']._serialized_end=1813
-  _globals['_ITEMDUPLICATEDETECTED']._serialized_start=1815
-  _globals['_ITEMDUPLICATEDETECTED']._serialized_end=1910
-  _globals['_LABELSIMPORTED']._serialized_start=1913
-  _globals['_LABELSIMPORTED']._serialized_end=2129
-  _globals['_PROJECTCREATED']._serialized_start=2131
-  _globals['_PROJECTCREATED']._serialized_end=2242
-  _globals['_LABELSCHEMAPUBLISHED']._serialized_start=2244
-  _globals['_LABELSCHEMAPUBLISHED']._serialized_end=2332
-  _globals['_PROJECTDATASETADDED']._serialized_start=2334
-  _globals['_PROJECTDATASETADDED']._serialized_end=2418
-  _globals['_TASKCREATED']._serialized_start=2420
-  _globals['_TASKCREATED']._serialized_end=2473
-  _globals['_TASKLEASED']._serialized_start=2475
-  _globals['_TASKLEASED']._serialized_end=2527
-  _globals['_TASKCOMPLETED']._serialized_start=2529
-  _globals['_TASKCOMPLETED']._serialized_end=2604
-  _globals['_TASKEXPIRED']._serialized_start=2606
-  _globals['_TASKEXPIRED']._serialized_end=2675
-  _globals['_ITEMCONTEXT']._serialized_start=2678
-  _globals['_ITEMCONTEXT']._serialized_end=2821
-  _globals['_ANNOTATIONSUBMITTED']._serialized_start=2824
-  _globals['_ANNOTATIONSUBMITTED']._serialized_end=3039
-  _globals['_ANNOTATIONREVISED']._serialized_start=3041
-  _globals['_ANNOTATIONREVISED']._serialized_end=3118
-  _globals['_ITEMACCEPTED']._serialized_start=3120
-  _globals['_ITEMACCEPTED']._serialized_end=3238
-  _globals['_REWORKREQUESTED']._serialized_start=3241
-  _globals['_REWORKREQUESTED']._serialized_end=3375
-  _globals['_ITEMSENTTOREVIEW']._serialized_start=3377
-  _globals['_ITEMSENTTOREVIEW']._serialized_end=3436
-  _globals['_EXPORTCOMPLETED']._serialized_start=3438
-  _globals['_EXPORTCOMPLETED']._serialized_end=3500
-  _globals['_DATASETVERSIONCREATED']._serialized_start=3502
-  _globals['_DATASETVERSIONCREATED']._serialized_end=3587
+  _globals['_EVENTENVELOPE']._serialized_start=337
+  _globals['_EVENTENVELOPE']._serialized_end=2275
+  _globals['_EVENTENVELOPE_TRACECONTEXTENTRY']._serialized_start=2213
+  _globals['_EVENTENVELOPE_TRACECONTEXTENTRY']._serialized_end=2264
+  _globals['_ITEMINGESTED']._serialized_start=2277
+  _globals['_ITEMINGESTED']._serialized_end=2335
+  _globals['_ITEMDUPLICATEDETECTED']._serialized_start=2337
+  _globals['_ITEMDUPLICATEDETECTED']._serialized_end=2432
+  _globals['_LABELSIMPORTED']._serialized_start=2435
+  _globals['_LABELSIMPORTED']._serialized_end=2651
+  _globals['_PROJECTCREATED']._serialized_start=2653
+  _globals['_PROJECTCREATED']._serialized_end=2764
+  _globals['_LABELSCHEMAPUBLISHED']._serialized_start=2766
+  _globals['_LABELSCHEMAPUBLISHED']._serialized_end=2854
+  _globals['_PROJECTDATASETADDED']._serialized_start=2856
+  _globals['_PROJECTDATASETADDED']._serialized_end=2940
+  _globals['_TASKCREATED']._serialized_start=2942
+  _globals['_TASKCREATED']._serialized_end=2995
+  _globals['_TASKLEASED']._serialized_start=2997
+  _globals['_TASKLEASED']._serialized_end=3049
+  _globals['_TASKCOMPLETED']._serialized_start=3051
+  _globals['_TASKCOMPLETED']._serialized_end=3126
+  _globals['_TASKEXPIRED']._serialized_start=3128
+  _globals['_TASKEXPIRED']._serialized_end=3197
+  _globals['_ITEMCONTEXT']._serialized_start=3200
+  _globals['_ITEMCONTEXT']._serialized_end=3343
+  _globals['_ANNOTATIONSUBMITTED']._serialized_start=3346
+  _globals['_ANNOTATIONSUBMITTED']._serialized_end=3642
+  _globals['_CREDITEDWORK']._serialized_start=3644
+  _globals['_CREDITEDWORK']._serialized_end=3743
+  _globals['_ANNOTATIONREVISED']._serialized_start=3745
+  _globals['_ANNOTATIONREVISED']._serialized_end=3822
+  _globals['_ITEMACCEPTED']._serialized_start=3825
+  _globals['_ITEMACCEPTED']._serialized_end=3996
+  _globals['_REWORKREQUESTED']._serialized_start=3999
+  _globals['_REWORKREQUESTED']._serialized_end=4154
+  _globals['_REVIEWDECIDED']._serialized_start=4157
+  _globals['_REVIEWDECIDED']._serialized_end=4304
+  _globals['_ACCEPTANCEREVOKED']._serialized_start=4307
+  _globals['_ACCEPTANCEREVOKED']._serialized_end=4507
+  _globals['_MORELABELSREQUESTED']._serialized_start=4510
+  _globals['_MORELABELSREQUESTED']._serialized_end=4639
+  _globals['_ITEMDIFFICULTYASSESSED']._serialized_start=4641
+  _globals['_ITEMDIFFICULTYASSESSED']._serialized_end=4732
+  _globals['_WORKERSCORED']._serialized_start=4735
+  _globals['_WORKERSCORED']._serialized_end=4930
+  _globals['_GOLDITEMADDED']._serialized_start=4932
+  _globals['_GOLDITEMADDED']._serialized_end=4978
+  _globals['_LEDGERENTRYRECORDED']._serialized_start=4980
+  _globals['_LEDGERENTRYRECORDED']._serialized_end=5049
+  _globals['_ITEMSENTTOREVIEW']._serialized_start=5051
+  _globals['_ITEMSENTTOREVIEW']._serialized_end=5110
+  _globals['_EXPORTCOMPLETED']._serialized_start=5112
+  _globals['_EXPORTCOMPLETED']._serialized_end=5174
+  _globals['_DATASETVERSIONCREATED']._serialized_start=5176
+  _globals['_DATASETVERSIONCREATED']._serialized_end=5261
 # @@protoc_insertion_point(module_scope)

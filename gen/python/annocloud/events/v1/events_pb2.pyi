@@ -9,6 +9,7 @@ from annocloud.export.v1 import export_pb2 as _export_pb2
 from annocloud.ingestion.v1 import ingestion_pb2 as _ingestion_pb2
 from annocloud.qa.v1 import qa_pb2 as _qa_pb2
 from annocloud.tasks.v1 import tasks_pb2 as _tasks_pb2
+from annocloud.tasks.v1 import workforce_pb2 as _workforce_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -75,6 +76,13 @@ class EventEnvelope(_message.Message):
     ITEM_ACCEPTED_FIELD_NUMBER: _builtins.int
     REWORK_REQUESTED_FIELD_NUMBER: _builtins.int
     ITEM_SENT_TO_REVIEW_FIELD_NUMBER: _builtins.int
+    REVIEW_DECIDED_FIELD_NUMBER: _builtins.int
+    ACCEPTANCE_REVOKED_FIELD_NUMBER: _builtins.int
+    MORE_LABELS_REQUESTED_FIELD_NUMBER: _builtins.int
+    ITEM_DIFFICULTY_ASSESSED_FIELD_NUMBER: _builtins.int
+    WORKER_SCORED_FIELD_NUMBER: _builtins.int
+    GOLD_ITEM_ADDED_FIELD_NUMBER: _builtins.int
+    LEDGER_ENTRY_RECORDED_FIELD_NUMBER: _builtins.int
     EXPORT_COMPLETED_FIELD_NUMBER: _builtins.int
     DATASET_VERSION_CREATED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
@@ -156,6 +164,34 @@ class EventEnvelope(_message.Message):
         """qa"""
 
     @_builtins.property
+    def review_decided(self) -> Global___ReviewDecided:
+        """qa"""
+
+    @_builtins.property
+    def acceptance_revoked(self) -> Global___AcceptanceRevoked:
+        """qa"""
+
+    @_builtins.property
+    def more_labels_requested(self) -> Global___MoreLabelsRequested:
+        """qa"""
+
+    @_builtins.property
+    def item_difficulty_assessed(self) -> Global___ItemDifficultyAssessed:
+        """qa (disagreement) and modelassist (model uncertainty)"""
+
+    @_builtins.property
+    def worker_scored(self) -> Global___WorkerScored:
+        """qa"""
+
+    @_builtins.property
+    def gold_item_added(self) -> Global___GoldItemAdded:
+        """qa"""
+
+    @_builtins.property
+    def ledger_entry_recorded(self) -> Global___LedgerEntryRecorded:
+        """tasks"""
+
+    @_builtins.property
     def export_completed(self) -> Global___ExportCompleted:
         """export"""
 
@@ -188,14 +224,21 @@ class EventEnvelope(_message.Message):
         item_accepted: Global___ItemAccepted | None = ...,
         rework_requested: Global___ReworkRequested | None = ...,
         item_sent_to_review: Global___ItemSentToReview | None = ...,
+        review_decided: Global___ReviewDecided | None = ...,
+        acceptance_revoked: Global___AcceptanceRevoked | None = ...,
+        more_labels_requested: Global___MoreLabelsRequested | None = ...,
+        item_difficulty_assessed: Global___ItemDifficultyAssessed | None = ...,
+        worker_scored: Global___WorkerScored | None = ...,
+        gold_item_added: Global___GoldItemAdded | None = ...,
+        ledger_entry_recorded: Global___LedgerEntryRecorded | None = ...,
         export_completed: Global___ExportCompleted | None = ...,
         dataset_version_created: Global___DatasetVersionCreated | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["annotation_revised", b"annotation_revised", "annotation_submitted", b"annotation_submitted", "dataset_version_created", b"dataset_version_created", "export_completed", b"export_completed", "item_accepted", b"item_accepted", "item_duplicate_detected", b"item_duplicate_detected", "item_ingested", b"item_ingested", "item_sent_to_review", b"item_sent_to_review", "label_schema_published", b"label_schema_published", "labels_imported", b"labels_imported", "occurred_time", b"occurred_time", "payload", b"payload", "project_created", b"project_created", "project_dataset_added", b"project_dataset_added", "rework_requested", b"rework_requested", "task_completed", b"task_completed", "task_created", b"task_created", "task_expired", b"task_expired", "task_leased", b"task_leased"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acceptance_revoked", b"acceptance_revoked", "annotation_revised", b"annotation_revised", "annotation_submitted", b"annotation_submitted", "dataset_version_created", b"dataset_version_created", "export_completed", b"export_completed", "gold_item_added", b"gold_item_added", "item_accepted", b"item_accepted", "item_difficulty_assessed", b"item_difficulty_assessed", "item_duplicate_detected", b"item_duplicate_detected", "item_ingested", b"item_ingested", "item_sent_to_review", b"item_sent_to_review", "label_schema_published", b"label_schema_published", "labels_imported", b"labels_imported", "ledger_entry_recorded", b"ledger_entry_recorded", "more_labels_requested", b"more_labels_requested", "occurred_time", b"occurred_time", "payload", b"payload", "project_created", b"project_created", "project_dataset_added", b"project_dataset_added", "review_decided", b"review_decided", "rework_requested", b"rework_requested", "task_completed", b"task_completed", "task_created", b"task_created", "task_expired", b"task_expired", "task_leased", b"task_leased", "worker_scored", b"worker_scored"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_version", b"aggregate_version", "annotation_revised", b"annotation_revised", "annotation_submitted", b"annotation_submitted", "dataset_version_created", b"dataset_version_created", "event_id", b"event_id", "event_type", b"event_type", "export_completed", b"export_completed", "item_accepted", b"item_accepted", "item_duplicate_detected", b"item_duplicate_detected", "item_ingested", b"item_ingested", "item_sent_to_review", b"item_sent_to_review", "label_schema_published", b"label_schema_published", "labels_imported", b"labels_imported", "occurred_time", b"occurred_time", "payload", b"payload", "project_created", b"project_created", "project_dataset_added", b"project_dataset_added", "resource_name", b"resource_name", "rework_requested", b"rework_requested", "task_completed", b"task_completed", "task_created", b"task_created", "task_expired", b"task_expired", "task_leased", b"task_leased", "tenant_id", b"tenant_id", "trace_context", b"trace_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptance_revoked", b"acceptance_revoked", "aggregate_version", b"aggregate_version", "annotation_revised", b"annotation_revised", "annotation_submitted", b"annotation_submitted", "dataset_version_created", b"dataset_version_created", "event_id", b"event_id", "event_type", b"event_type", "export_completed", b"export_completed", "gold_item_added", b"gold_item_added", "item_accepted", b"item_accepted", "item_difficulty_assessed", b"item_difficulty_assessed", "item_duplicate_detected", b"item_duplicate_detected", "item_ingested", b"item_ingested", "item_sent_to_review", b"item_sent_to_review", "label_schema_published", b"label_schema_published", "labels_imported", b"labels_imported", "ledger_entry_recorded", b"ledger_entry_recorded", "more_labels_requested", b"more_labels_requested", "occurred_time", b"occurred_time", "payload", b"payload", "project_created", b"project_created", "project_dataset_added", b"project_dataset_added", "resource_name", b"resource_name", "review_decided", b"review_decided", "rework_requested", b"rework_requested", "task_completed", b"task_completed", "task_created", b"task_created", "task_expired", b"task_expired", "task_leased", b"task_leased", "tenant_id", b"tenant_id", "trace_context", b"trace_context", "worker_scored", b"worker_scored"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["item_ingested", "item_duplicate_detected", "labels_imported", "project_created", "label_schema_published", "project_dataset_added", "task_created", "task_leased", "task_completed", "task_expired", "annotation_submitted", "annotation_revised", "item_accepted", "rework_requested", "item_sent_to_review", "export_completed", "dataset_version_created"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["item_ingested", "item_duplicate_detected", "labels_imported", "project_created", "label_schema_published", "project_dataset_added", "task_created", "task_leased", "task_completed", "task_expired", "annotation_submitted", "annotation_revised", "item_accepted", "rework_requested", "item_sent_to_review", "review_decided", "acceptance_revoked", "more_labels_requested", "item_difficulty_assessed", "worker_scored", "gold_item_added", "ledger_entry_recorded", "export_completed", "dataset_version_created"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -550,12 +593,21 @@ class AnnotationSubmitted(_message.Message):
     ITEM_FIELD_NUMBER: _builtins.int
     TASK_KIND_FIELD_NUMBER: _builtins.int
     REWORK_OF_FIELD_NUMBER: _builtins.int
+    ANNOTATOR_ORGANIZATION_FIELD_NUMBER: _builtins.int
+    HANDLE_SECONDS_FIELD_NUMBER: _builtins.int
+    DIFFICULTY_TIER_FIELD_NUMBER: _builtins.int
     redundancy: _builtins.int
     """Labels wanted for the item."""
     task_kind: _tasks_pb2.TaskKind.ValueType
     """Task kind (label or rework)."""
     rework_of: _builtins.str
     """For rework: the annotation it replaces."""
+    annotator_organization: _builtins.str
+    """Organization of the annotator (a vendor's, or the project's own for in-house work)."""
+    handle_seconds: _builtins.float
+    """Seconds from lease to submit."""
+    difficulty_tier: _builtins.int
+    """Difficulty tier of the task."""
     @_builtins.property
     def annotation(self) -> _annotations_pb2.Annotation:
         """The annotation (revision 1)."""
@@ -572,14 +624,51 @@ class AnnotationSubmitted(_message.Message):
         item: Global___ItemContext | None = ...,
         task_kind: _tasks_pb2.TaskKind.ValueType = ...,
         rework_of: _builtins.str = ...,
+        annotator_organization: _builtins.str = ...,
+        handle_seconds: _builtins.float = ...,
+        difficulty_tier: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["annotation", b"annotation", "item", b"item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotation", b"annotation", "item", b"item", "redundancy", b"redundancy", "rework_of", b"rework_of", "task_kind", b"task_kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotation", b"annotation", "annotator_organization", b"annotator_organization", "difficulty_tier", b"difficulty_tier", "handle_seconds", b"handle_seconds", "item", b"item", "redundancy", b"redundancy", "rework_of", b"rework_of", "task_kind", b"task_kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AnnotationSubmitted: _TypeAlias = AnnotationSubmitted  # noqa: Y015
+
+@_typing.final
+class CreditedWork(_message.Message):
+    """A task whose annotation counted for an accepted item: what the payouts ledger pays for."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    ANNOTATION_FIELD_NUMBER: _builtins.int
+    ANNOTATOR_FIELD_NUMBER: _builtins.int
+    ANNOTATOR_ORGANIZATION_FIELD_NUMBER: _builtins.int
+    task: _builtins.str
+    """`projects/{project}/tasks/{task}`."""
+    annotation: _builtins.str
+    """`projects/{project}/annotations/{annotation}`."""
+    annotator: _builtins.str
+    """Subject of the annotator."""
+    annotator_organization: _builtins.str
+    """Organization of the annotator."""
+    def __init__(
+        self,
+        *,
+        task: _builtins.str = ...,
+        annotation: _builtins.str = ...,
+        annotator: _builtins.str = ...,
+        annotator_organization: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotation", b"annotation", "annotator", b"annotator", "annotator_organization", b"annotator_organization", "task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreditedWork: _TypeAlias = CreditedWork  # noqa: Y015
 
 @_typing.final
 class AnnotationRevised(_message.Message):
@@ -613,6 +702,7 @@ class ItemAccepted(_message.Message):
 
     ACCEPTED_LABEL_FIELD_NUMBER: _builtins.int
     ITEM_FIELD_NUMBER: _builtins.int
+    CREDITED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def accepted_label(self) -> _qa_pb2.AcceptedLabel:
         """The accepted label."""
@@ -621,15 +711,20 @@ class ItemAccepted(_message.Message):
     def item(self) -> Global___ItemContext:
         """The item."""
 
+    @_builtins.property
+    def credited(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreditedWork]:
+        """The annotations that counted (not rejected, not replaced)."""
+
     def __init__(
         self,
         *,
         accepted_label: _qa_pb2.AcceptedLabel | None = ...,
         item: Global___ItemContext | None = ...,
+        credited: _abc.Iterable[Global___CreditedWork] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_label", b"accepted_label", "item", b"item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_label", b"accepted_label", "item", b"item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_label", b"accepted_label", "credited", b"credited", "item", b"item"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -646,6 +741,7 @@ class ReworkRequested(_message.Message):
     ANNOTATOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ITEM_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
     annotation: _builtins.str
     """`projects/{project}/annotations/{annotation}`."""
     task: _builtins.str
@@ -654,6 +750,8 @@ class ReworkRequested(_message.Message):
     """Who must redo it."""
     reason: _builtins.str
     """Why."""
+    reason_code: _builtins.str
+    """Code of the project's error taxonomy."""
     @_builtins.property
     def item(self) -> Global___ItemContext:
         """The item."""
@@ -666,14 +764,273 @@ class ReworkRequested(_message.Message):
         annotator: _builtins.str = ...,
         reason: _builtins.str = ...,
         item: Global___ItemContext | None = ...,
+        reason_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotation", b"annotation", "annotator", b"annotator", "item", b"item", "reason", b"reason", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotation", b"annotation", "annotator", b"annotator", "item", b"item", "reason", b"reason", "reason_code", b"reason_code", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReworkRequested: _TypeAlias = ReworkRequested  # noqa: Y015
+
+@_typing.final
+class ReviewDecided(_message.Message):
+    """A review decision (every approve, pass, reject and escalation)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEW_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    ANNOTATION_FIELD_NUMBER: _builtins.int
+    decision: _qa_pb2.ReviewDecision.ValueType
+    """What was decided."""
+    decided_by: _builtins.str
+    """Subject of the reviewer."""
+    annotation: _builtins.str
+    """For rejections: the rejected annotation."""
+    @_builtins.property
+    def review(self) -> _qa_pb2.Review:
+        """The review after the decision."""
+
+    def __init__(
+        self,
+        *,
+        review: _qa_pb2.Review | None = ...,
+        decision: _qa_pb2.ReviewDecision.ValueType = ...,
+        decided_by: _builtins.str = ...,
+        annotation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["review", b"review"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotation", b"annotation", "decided_by", b"decided_by", "decision", b"decision", "review", b"review"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewDecided: _TypeAlias = ReviewDecided  # noqa: Y015
+
+@_typing.final
+class AcceptanceRevoked(_message.Message):
+    """An audit rejected an accepted item: its accepted label is withdrawn and the pay for the rejected
+    work is reversed. resource_name = the accepted label's name.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_LABEL_FIELD_NUMBER: _builtins.int
+    ITEM_FIELD_NUMBER: _builtins.int
+    REVOKED_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    accepted_label: _builtins.str
+    """`projects/{project}/acceptedLabels/{item_id}`."""
+    reason_code: _builtins.str
+    """Code of the project's error taxonomy."""
+    reason: _builtins.str
+    """Why."""
+    decided_by: _builtins.str
+    """Subject of the auditor."""
+    @_builtins.property
+    def item(self) -> Global___ItemContext:
+        """The item."""
+
+    @_builtins.property
+    def revoked(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreditedWork]:
+        """The work whose pay is reversed."""
+
+    def __init__(
+        self,
+        *,
+        accepted_label: _builtins.str = ...,
+        item: Global___ItemContext | None = ...,
+        revoked: _abc.Iterable[Global___CreditedWork] | None = ...,
+        reason_code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        decided_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_label", b"accepted_label", "decided_by", b"decided_by", "item", b"item", "reason", b"reason", "reason_code", b"reason_code", "revoked", b"revoked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcceptanceRevoked: _TypeAlias = AcceptanceRevoked  # noqa: Y015
+
+@_typing.final
+class MoreLabelsRequested(_message.Message):
+    """Dynamic overlap: an item needs more independent labels. resource_name = `projects/{p}`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    ITEM_FIELD_NUMBER: _builtins.int
+    LABELS_WANTED_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    """`projects/{project}`."""
+    labels_wanted: _builtins.int
+    """Labels wanted in total now."""
+    confidence: _builtins.float
+    """Posterior confidence so far."""
+    @_builtins.property
+    def item(self) -> Global___ItemContext:
+        """The item."""
+
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+        item: Global___ItemContext | None = ...,
+        labels_wanted: _builtins.int = ...,
+        confidence: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "item", b"item", "labels_wanted", b"labels_wanted", "project", b"project"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoreLabelsRequested: _TypeAlias = MoreLabelsRequested  # noqa: Y015
+
+@_typing.final
+class ItemDifficultyAssessed(_message.Message):
+    """How hard an item is, in [0, 1]; tasks maps it to a difficulty tier."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    ITEM_FIELD_NUMBER: _builtins.int
+    DIFFICULTY_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    """`projects/{project}`."""
+    item: _builtins.str
+    """`datasets/{dataset}/items/{item}`."""
+    difficulty: _builtins.float
+    """0 easy .. 1 hardest."""
+    source: _builtins.str
+    """"disagreement" or "model:<name>/<version>"."""
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+        item: _builtins.str = ...,
+        difficulty: _builtins.float = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["difficulty", b"difficulty", "item", b"item", "project", b"project", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ItemDifficultyAssessed: _TypeAlias = ItemDifficultyAssessed  # noqa: Y015
+
+@_typing.final
+class WorkerScored(_message.Message):
+    """A worker answered a gold task. resource_name = `projects/{p}`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    WORKER_FIELD_NUMBER: _builtins.int
+    WORKER_ORGANIZATION_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    ANNOTATION_FIELD_NUMBER: _builtins.int
+    CORRECT_FIELD_NUMBER: _builtins.int
+    GOLD_ANSWERED_FIELD_NUMBER: _builtins.int
+    GOLD_CORRECT_FIELD_NUMBER: _builtins.int
+    GOLD_ACCURACY_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    """`projects/{project}`."""
+    worker: _builtins.str
+    """Subject of the worker."""
+    worker_organization: _builtins.str
+    """Organization of the worker."""
+    task: _builtins.str
+    """`projects/{project}/tasks/{task}` answered."""
+    annotation: _builtins.str
+    """`projects/{project}/annotations/{annotation}`."""
+    correct: _builtins.bool
+    """Whether the answer matched the gold labels."""
+    gold_answered: _builtins.int
+    """Gold answered in this project so far."""
+    gold_correct: _builtins.int
+    """Gold answered correctly in this project so far."""
+    gold_accuracy: _builtins.float
+    """Posterior mean accuracy on gold in this project."""
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+        worker: _builtins.str = ...,
+        worker_organization: _builtins.str = ...,
+        task: _builtins.str = ...,
+        annotation: _builtins.str = ...,
+        correct: _builtins.bool = ...,
+        gold_answered: _builtins.int = ...,
+        gold_correct: _builtins.int = ...,
+        gold_accuracy: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotation", b"annotation", "correct", b"correct", "gold_accuracy", b"gold_accuracy", "gold_answered", b"gold_answered", "gold_correct", b"gold_correct", "project", b"project", "task", b"task", "worker", b"worker", "worker_organization", b"worker_organization"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerScored: _TypeAlias = WorkerScored  # noqa: Y015
+
+@_typing.final
+class GoldItemAdded(_message.Message):
+    """A gold item was added to a project. resource_name = the gold item's name."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    ITEM_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    """`projects/{project}`."""
+    item: _builtins.str
+    """`datasets/{dataset}/items/{item}`."""
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+        item: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "project", b"project"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GoldItemAdded: _TypeAlias = GoldItemAdded  # noqa: Y015
+
+@_typing.final
+class LedgerEntryRecorded(_message.Message):
+    """A payouts ledger entry was recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> _workforce_pb2.LedgerEntry:
+        """The entry."""
+
+    def __init__(
+        self,
+        *,
+        entry: _workforce_pb2.LedgerEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LedgerEntryRecorded: _TypeAlias = LedgerEntryRecorded  # noqa: Y015
 
 @_typing.final
 class ItemSentToReview(_message.Message):

@@ -23,54 +23,83 @@ _sym_db = _symbol_database.Default()
 
 
 from annocloud.annotations.v1 import annotations_pb2 as annocloud_dot_annotations_dot_v1_dot_annotations__pb2
+from annocloud.tasks.v1 import tasks_pb2 as annocloud_dot_tasks_dot_v1_dot_tasks__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61nnocloud/qa/v1/qa.proto\x12\x0f\x61nnocloud.qa.v1\x1a*annocloud/annotations/v1/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"_\n\x04Vote\x12\x12\n\nannotation\x18\x01 \x01(\t\x12\x11\n\tannotator\x18\x02 \x01(\t\x12\x30\n\x06labels\x18\x03 \x01(\x0b\x32 .annocloud.annotations.v1.Labels\"\xb2\x02\n\x06Review\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04item\x18\x02 \x01(\t\x12-\n\x06reason\x18\x03 \x01(\x0e\x32\x1d.annocloud.qa.v1.ReviewReason\x12+\n\x05state\x18\x04 \x01(\x0e\x32\x1c.annocloud.qa.v1.ReviewState\x12\x32\n\x08proposal\x18\x05 \x01(\x0b\x32 .annocloud.annotations.v1.Labels\x12\x11\n\tagreement\x18\x06 \x01(\x01\x12$\n\x05votes\x18\x07 \x03(\x0b\x32\x15.annocloud.qa.v1.Vote\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndecided_by\x18\t \x01(\t\"\xe2\x01\n\rAcceptedLabel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04item\x18\x02 \x01(\t\x12\x30\n\x06labels\x18\x03 \x01(\x0b\x32 .annocloud.annotations.v1.Labels\x12\x11\n\tagreement\x18\x04 \x01(\x01\x12\x12\n\nvote_count\x18\x05 \x01(\x05\x12\x16\n\x0eschema_version\x18\x06 \x01(\x05\x12/\n\x0b\x61\x63\x63\x65pt_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61\x63\x63\x65pted_by\x18\x08 \x01(\t\"x\n\x12ListReviewsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x1c.annocloud.qa.v1.ReviewState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"X\n\x13ListReviewsResponse\x12(\n\x07reviews\x18\x01 \x03(\x0b\x32\x17.annocloud.qa.v1.Review\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x10GetReviewRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x11GetReviewResponse\x12\'\n\x06review\x18\x01 \x01(\x0b\x32\x17.annocloud.qa.v1.Review\"V\n\x14\x41pproveReviewRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x06labels\x18\x02 \x01(\x0b\x32 .annocloud.annotations.v1.Labels\"O\n\x15\x41pproveReviewResponse\x12\x36\n\x0e\x61\x63\x63\x65pted_label\x18\x01 \x01(\x0b\x32\x1e.annocloud.qa.v1.AcceptedLabel\"M\n\x17RejectAnnotationRequest\x12\x0e\n\x06review\x18\x01 \x01(\t\x12\x12\n\nannotation\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"C\n\x18RejectAnnotationResponse\x12\'\n\x06review\x18\x01 \x01(\x0b\x32\x17.annocloud.qa.v1.Review\"\'\n\x17GetAcceptedLabelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"R\n\x18GetAcceptedLabelResponse\x12\x36\n\x0e\x61\x63\x63\x65pted_label\x18\x01 \x01(\x0b\x32\x1e.annocloud.qa.v1.AcceptedLabel\"R\n\x19ListAcceptedLabelsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"n\n\x1aListAcceptedLabelsResponse\x12\x37\n\x0f\x61\x63\x63\x65pted_labels\x18\x01 \x03(\x0b\x32\x1e.annocloud.qa.v1.AcceptedLabel\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x18GetProjectQualityRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\"\x8f\x01\n\x19GetProjectQualityResponse\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63\x63\x65pted_items\x18\x02 \x01(\x03\x12\x17\n\x0fpending_reviews\x18\x03 \x01(\x03\x12\x16\n\x0emean_agreement\x18\x04 \x01(\x01\x12\x18\n\x10\x61nnotation_count\x18\x05 \x01(\x03*\x7f\n\x0cReviewReason\x12\x1d\n\x19REVIEW_REASON_UNSPECIFIED\x10\x00\x12\x15\n\x11REVIEW_REASON_TIE\x10\x01\x12\x1f\n\x1bREVIEW_REASON_LOW_AGREEMENT\x10\x02\x12\x18\n\x14REVIEW_REASON_POLICY\x10\x03*y\n\x0bReviewState\x12\x1c\n\x18REVIEW_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14REVIEW_STATE_PENDING\x10\x01\x12\x19\n\x15REVIEW_STATE_APPROVED\x10\x02\x12\x17\n\x13REVIEW_STATE_REWORK\x10\x03\x32\xc6\x05\n\tQaService\x12X\n\x0bListReviews\x12#.annocloud.qa.v1.ListReviewsRequest\x1a$.annocloud.qa.v1.ListReviewsResponse\x12R\n\tGetReview\x12!.annocloud.qa.v1.GetReviewRequest\x1a\".annocloud.qa.v1.GetReviewResponse\x12^\n\rApproveReview\x12%.annocloud.qa.v1.ApproveReviewRequest\x1a&.annocloud.qa.v1.ApproveReviewResponse\x12g\n\x10RejectAnnotation\x12(.annocloud.qa.v1.RejectAnnotationRequest\x1a).annocloud.qa.v1.RejectAnnotationResponse\x12g\n\x10GetAcceptedLabel\x12(.annocloud.qa.v1.GetAcceptedLabelRequest\x1a).annocloud.qa.v1.GetAcceptedLabelResponse\x12m\n\x12ListAcceptedLabels\x12*.annocloud.qa.v1.ListAcceptedLabelsRequest\x1a+.annocloud.qa.v1.ListAcceptedLabelsResponse\x12j\n\x11GetProjectQuality\x12).annocloud.qa.v1.GetProjectQualityRequest\x1a*.annocloud.qa.v1.GetProjectQualityResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61nnocloud/qa/v1/qa.proto\x12\x0f\x61nnocloud.qa.v1\x1a*annocloud/annotations/v1/annotations.proto\x1a\x1e\x61nnocloud/tasks/v1/tasks.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"_\n\x04Vote\x12\x12\n\nannotation\x18\x01 \x01(\t\x12\x11\n\tannotator\x18\x02 \x01(\t\x12\x30\n\x06labels\x18\x03 \x01(\x0b\x32 .annocloud.annotations.v1.Labels\"\xba\x03\n\x06Review\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04item\x18\x02 \x01(\t\x12-\n\x06reason\x18\x03 \x01(\x0e\x32\x1d.annocloud.qa.v1.ReviewReason\x12+\n\x05state\x18\x04 \x01(\x0e\x32\x1c.annocloud.qa.v1.ReviewState\x12\x32\n\x08proposal\x18\x05 \x01(\x0b\x32 .annocloud.annotations.v1.Labels\x12\x11\n\tagreement\x18\x06 \x01(\x01\x12$\n\x05votes\x18\x07 \x03(\x0b\x32\x15.annocloud.qa.v1.Vote\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndecided_by\x18\t \x01(\t\x12.\n\x05stage\x18\n \x01(\x0e\x32\x1f.annocloud.tasks.v1.ReviewStage\x12\x13\n\x0breason_code\x18\x0b \x01(\t\x12\x17\n\x0f\x65scalation_note\x18\x0c \x01(\t\x12\x12\n\nconfidence\x18\r \x01(\x01\x12\x14\n\x0crework_round\x18\x0e \x01(\x05\"\xf6\x01\n\rAcceptedLabel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04item\x18\x02 \x01(\t\x12\x30\n\x06labels\x18\x03 \x01(\x0b\x32 .annocloud.annotations.v1.Labels\x12\x11\n\tagreement\x18\x04 \x01(\x01\x12\x12\n\nvote_count\x18\x05 \x01(\x05\x12\x16\n\x0eschema_version\x18\x06 \x01(\x05\x12/\n\x0b\x61\x63\x63\x65pt_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61\x63\x63\x65pted_by\x18\x08 \x01(\t\x12\x12\n\nconfidence\x18\t \x01(\x01\"\x89\x01\n\x08GoldItem\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04item\x18\x02 \x01(\t\x12\x30\n\x06labels\x18\x03 \x01(\x0b\x32 .annocloud.annotations.v1.Labels\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x99\x02\n\rWorkerQuality\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x0e\n\x06vendor\x18\x02 \x01(\t\x12\x15\n\rgold_answered\x18\x03 \x01(\x05\x12\x14\n\x0cgold_correct\x18\x04 \x01(\x05\x12\x15\n\rgold_accuracy\x18\x05 \x01(\x01\x12\x13\n\x0b\x61nnotations\x18\x06 \x01(\x05\x12\x19\n\x11kappa_vs_accepted\x18\x07 \x01(\x01\x12\x10\n\x08rejected\x18\x08 \x01(\x05\x12\x16\n\x0erejection_rate\x18\t \x01(\x01\x12\x16\n\x0etasks_per_hour\x18\n \x01(\x01\x12\x1d\n\x15median_handle_seconds\x18\x0b \x01(\x01\x12\x13\n\x0breliability\x18\x0c \x01(\x01\"\xd5\x01\n\rVendorQuality\x12\x0e\n\x06vendor\x18\x01 \x01(\t\x12\x0f\n\x07workers\x18\x02 \x01(\x05\x12\x15\n\rgold_answered\x18\x03 \x01(\x05\x12\x15\n\rgold_accuracy\x18\x04 \x01(\x01\x12\x13\n\x0b\x61nnotations\x18\x05 \x01(\x05\x12\x16\n\x0erejection_rate\x18\x06 \x01(\x01\x12\x16\n\x0etasks_per_hour\x18\x07 \x01(\x01\x12\x14\n\x0c\x66leiss_kappa\x18\x08 \x01(\x01\x12\x1a\n\x12krippendorff_alpha\x18\t \x01(\x01\"x\n\x12ListReviewsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x1c.annocloud.qa.v1.ReviewState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"X\n\x13ListReviewsResponse\x12(\n\x07reviews\x18\x01 \x03(\x0b\x32\x17.annocloud.qa.v1.Review\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x10GetReviewRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x11GetReviewResponse\x12\'\n\x06review\x18\x01 \x01(\x0b\x32\x17.annocloud.qa.v1.Review\"V\n\x14\x41pproveReviewRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x06labels\x18\x02 \x01(\x0b\x32 .annocloud.annotations.v1.Labels\"O\n\x15\x41pproveReviewResponse\x12\x36\n\x0e\x61\x63\x63\x65pted_label\x18\x01 \x01(\x0b\x32\x1e.annocloud.qa.v1.AcceptedLabel\"b\n\x17RejectAnnotationRequest\x12\x0e\n\x06review\x18\x01 \x01(\t\x12\x12\n\nannotation\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x13\n\x0breason_code\x18\x04 \x01(\t\"C\n\x18RejectAnnotationResponse\x12\'\n\x06review\x18\x01 \x01(\x0b\x32\x17.annocloud.qa.v1.Review\"\'\n\x17GetAcceptedLabelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"R\n\x18GetAcceptedLabelResponse\x12\x36\n\x0e\x61\x63\x63\x65pted_label\x18\x01 \x01(\x0b\x32\x1e.annocloud.qa.v1.AcceptedLabel\"R\n\x19ListAcceptedLabelsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"n\n\x1aListAcceptedLabelsResponse\x12\x37\n\x0f\x61\x63\x63\x65pted_labels\x18\x01 \x03(\x0b\x32\x1e.annocloud.qa.v1.AcceptedLabel\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x18GetProjectQualityRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\"\xf3\x01\n\x19GetProjectQualityResponse\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63\x63\x65pted_items\x18\x02 \x01(\x03\x12\x17\n\x0fpending_reviews\x18\x03 \x01(\x03\x12\x16\n\x0emean_agreement\x18\x04 \x01(\x01\x12\x18\n\x10\x61nnotation_count\x18\x05 \x01(\x03\x12\x14\n\x0c\x66leiss_kappa\x18\x06 \x01(\x01\x12\x1a\n\x12krippendorff_alpha\x18\x07 \x01(\x01\x12\x17\n\x0fmean_confidence\x18\x08 \x01(\x01\x12\x17\n\x0flabels_per_item\x18\t \x01(\x01\"3\n\x15\x45scalateReviewRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"A\n\x16\x45scalateReviewResponse\x12\'\n\x06review\x18\x01 \x01(\x0b\x32\x17.annocloud.qa.v1.Review\"g\n\x15\x43reateGoldItemRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x0c\n\x04item\x18\x02 \x01(\t\x12\x30\n\x06labels\x18\x03 \x01(\x0b\x32 .annocloud.annotations.v1.Labels\"F\n\x16\x43reateGoldItemResponse\x12,\n\tgold_item\x18\x01 \x01(\x0b\x32\x19.annocloud.qa.v1.GoldItem\"M\n\x14ListGoldItemsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x15ListGoldItemsResponse\x12-\n\ngold_items\x18\x01 \x03(\x0b\x32\x19.annocloud.qa.v1.GoldItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"a\n\x18ListWorkerQualityRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x0e\n\x06vendor\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"e\n\x19ListWorkerQualityResponse\x12/\n\x07workers\x18\x01 \x03(\x0b\x32\x1e.annocloud.qa.v1.WorkerQuality\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x18ListVendorQualityRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\"L\n\x19ListVendorQualityResponse\x12/\n\x07vendors\x18\x01 \x03(\x0b\x32\x1e.annocloud.qa.v1.VendorQuality*\x91\x02\n\x0cReviewReason\x12\x1d\n\x19REVIEW_REASON_UNSPECIFIED\x10\x00\x12\x15\n\x11REVIEW_REASON_TIE\x10\x01\x12\x1f\n\x1bREVIEW_REASON_LOW_AGREEMENT\x10\x02\x12\x18\n\x14REVIEW_REASON_POLICY\x10\x03\x12\x1c\n\x18REVIEW_REASON_NEXT_STAGE\x10\x04\x12\x1a\n\x16REVIEW_REASON_REWORKED\x10\x05\x12\x1b\n\x17REVIEW_REASON_ESCALATED\x10\x06\x12\x17\n\x13REVIEW_REASON_AUDIT\x10\x07\x12 \n\x1cREVIEW_REASON_LOW_CONFIDENCE\x10\x08*\xae\x01\n\x0bReviewState\x12\x1c\n\x18REVIEW_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14REVIEW_STATE_PENDING\x10\x01\x12\x19\n\x15REVIEW_STATE_APPROVED\x10\x02\x12\x17\n\x13REVIEW_STATE_REWORK\x10\x03\x12\x17\n\x13REVIEW_STATE_PASSED\x10\x04\x12\x1a\n\x16REVIEW_STATE_ESCALATED\x10\x05*\xa8\x01\n\x0eReviewDecision\x12\x1f\n\x1bREVIEW_DECISION_UNSPECIFIED\x10\x00\x12\x1c\n\x18REVIEW_DECISION_APPROVED\x10\x01\x12\x1a\n\x16REVIEW_DECISION_PASSED\x10\x02\x12\x1c\n\x18REVIEW_DECISION_REJECTED\x10\x03\x12\x1d\n\x19REVIEW_DECISION_ESCALATED\x10\x04\x32\xc4\t\n\tQaService\x12X\n\x0bListReviews\x12#.annocloud.qa.v1.ListReviewsRequest\x1a$.annocloud.qa.v1.ListReviewsResponse\x12R\n\tGetReview\x12!.annocloud.qa.v1.GetReviewRequest\x1a\".annocloud.qa.v1.GetReviewResponse\x12^\n\rApproveReview\x12%.annocloud.qa.v1.ApproveReviewRequest\x1a&.annocloud.qa.v1.ApproveReviewResponse\x12g\n\x10RejectAnnotation\x12(.annocloud.qa.v1.RejectAnnotationRequest\x1a).annocloud.qa.v1.RejectAnnotationResponse\x12g\n\x10GetAcceptedLabel\x12(.annocloud.qa.v1.GetAcceptedLabelRequest\x1a).annocloud.qa.v1.GetAcceptedLabelResponse\x12m\n\x12ListAcceptedLabels\x12*.annocloud.qa.v1.ListAcceptedLabelsRequest\x1a+.annocloud.qa.v1.ListAcceptedLabelsResponse\x12j\n\x11GetProjectQuality\x12).annocloud.qa.v1.GetProjectQualityRequest\x1a*.annocloud.qa.v1.GetProjectQualityResponse\x12\x61\n\x0e\x45scalateReview\x12&.annocloud.qa.v1.EscalateReviewRequest\x1a\'.annocloud.qa.v1.EscalateReviewResponse\x12\x61\n\x0e\x43reateGoldItem\x12&.annocloud.qa.v1.CreateGoldItemRequest\x1a\'.annocloud.qa.v1.CreateGoldItemResponse\x12^\n\rListGoldItems\x12%.annocloud.qa.v1.ListGoldItemsRequest\x1a&.annocloud.qa.v1.ListGoldItemsResponse\x12j\n\x11ListWorkerQuality\x12).annocloud.qa.v1.ListWorkerQualityRequest\x1a*.annocloud.qa.v1.ListWorkerQualityResponse\x12j\n\x11ListVendorQuality\x12).annocloud.qa.v1.ListVendorQualityRequest\x1a*.annocloud.qa.v1.ListVendorQualityResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'annocloud.qa.v1.qa_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REVIEWREASON']._serialized_start=1894
-  _globals['_REVIEWREASON']._serialized_end=2021
-  _globals['_REVIEWSTATE']._serialized_start=2023
-  _globals['_REVIEWSTATE']._serialized_end=2144
-  _globals['_VOTE']._serialized_start=122
-  _globals['_VOTE']._serialized_end=217
-  _globals['_REVIEW']._serialized_start=220
-  _globals['_REVIEW']._serialized_end=526
-  _globals['_ACCEPTEDLABEL']._serialized_start=529
-  _globals['_ACCEPTEDLABEL']._serialized_end=755
-  _globals['_LISTREVIEWSREQUEST']._serialized_start=757
-  _globals['_LISTREVIEWSREQUEST']._serialized_end=877
-  _globals['_LISTREVIEWSRESPONSE']._serialized_start=879
-  _globals['_LISTREVIEWSRESPONSE']._serialized_end=967
-  _globals['_GETREVIEWREQUEST']._serialized_start=969
-  _globals['_GETREVIEWREQUEST']._serialized_end=1001
-  _globals['_GETREVIEWRESPONSE']._serialized_start=1003
-  _globals['_GETREVIEWRESPONSE']._serialized_end=1063
-  _globals['_APPROVEREVIEWREQUEST']._serialized_start=1065
-  _globals['_APPROVEREVIEWREQUEST']._serialized_end=1151
-  _globals['_APPROVEREVIEWRESPONSE']._serialized_start=1153
-  _globals['_APPROVEREVIEWRESPONSE']._serialized_end=1232
-  _globals['_REJECTANNOTATIONREQUEST']._serialized_start=1234
-  _globals['_REJECTANNOTATIONREQUEST']._serialized_end=1311
-  _globals['_REJECTANNOTATIONRESPONSE']._serialized_start=1313
-  _globals['_REJECTANNOTATIONRESPONSE']._serialized_end=1380
-  _globals['_GETACCEPTEDLABELREQUEST']._serialized_start=1382
-  _globals['_GETACCEPTEDLABELREQUEST']._serialized_end=1421
-  _globals['_GETACCEPTEDLABELRESPONSE']._serialized_start=1423
-  _globals['_GETACCEPTEDLABELRESPONSE']._serialized_end=1505
-  _globals['_LISTACCEPTEDLABELSREQUEST']._serialized_start=1507
-  _globals['_LISTACCEPTEDLABELSREQUEST']._serialized_end=1589
-  _globals['_LISTACCEPTEDLABELSRESPONSE']._serialized_start=1591
-  _globals['_LISTACCEPTEDLABELSRESPONSE']._serialized_end=1701
-  _globals['_GETPROJECTQUALITYREQUEST']._serialized_start=1703
-  _globals['_GETPROJECTQUALITYREQUEST']._serialized_end=1746
-  _globals['_GETPROJECTQUALITYRESPONSE']._serialized_start=1749
-  _globals['_GETPROJECTQUALITYRESPONSE']._serialized_end=1892
-  _globals['_QASERVICE']._serialized_start=2147
-  _globals['_QASERVICE']._serialized_end=2857
+  _globals['_REVIEWREASON']._serialized_start=3641
+  _globals['_REVIEWREASON']._serialized_end=3914
+  _globals['_REVIEWSTATE']._serialized_start=3917
+  _globals['_REVIEWSTATE']._serialized_end=4091
+  _globals['_REVIEWDECISION']._serialized_start=4094
+  _globals['_REVIEWDECISION']._serialized_end=4262
+  _globals['_VOTE']._serialized_start=154
+  _globals['_VOTE']._serialized_end=249
+  _globals['_REVIEW']._serialized_start=252
+  _globals['_REVIEW']._serialized_end=694
+  _globals['_ACCEPTEDLABEL']._serialized_start=697
+  _globals['_ACCEPTEDLABEL']._serialized_end=943
+  _globals['_GOLDITEM']._serialized_start=946
+  _globals['_GOLDITEM']._serialized_end=1083
+  _globals['_WORKERQUALITY']._serialized_start=1086
+  _globals['_WORKERQUALITY']._serialized_end=1367
+  _globals['_VENDORQUALITY']._serialized_start=1370
+  _globals['_VENDORQUALITY']._serialized_end=1583
+  _globals['_LISTREVIEWSREQUEST']._serialized_start=1585
+  _globals['_LISTREVIEWSREQUEST']._serialized_end=1705
+  _globals['_LISTREVIEWSRESPONSE']._serialized_start=1707
+  _globals['_LISTREVIEWSRESPONSE']._serialized_end=1795
+  _globals['_GETREVIEWREQUEST']._serialized_start=1797
+  _globals['_GETREVIEWREQUEST']._serialized_end=1829
+  _globals['_GETREVIEWRESPONSE']._serialized_start=1831
+  _globals['_GETREVIEWRESPONSE']._serialized_end=1891
+  _globals['_APPROVEREVIEWREQUEST']._serialized_start=1893
+  _globals['_APPROVEREVIEWREQUEST']._serialized_end=1979
+  _globals['_APPROVEREVIEWRESPONSE']._serialized_start=1981
+  _globals['_APPROVEREVIEWRESPONSE']._serialized_end=2060
+  _globals['_REJECTANNOTATIONREQUEST']._serialized_start=2062
+  _globals['_REJECTANNOTATIONREQUEST']._serialized_end=2160
+  _globals['_REJECTANNOTATIONRESPONSE']._serialized_start=2162
+  _globals['_REJECTANNOTATIONRESPONSE']._serialized_end=2229
+  _globals['_GETACCEPTEDLABELREQUEST']._serialized_start=2231
+  _globals['_GETACCEPTEDLABELREQUEST']._serialized_end=2270
+  _globals['_GETACCEPTEDLABELRESPONSE']._serialized_start=2272
+  _globals['_GETACCEPTEDLABELRESPONSE']._serialized_end=2354
+  _globals['_LISTACCEPTEDLABELSREQUEST']._serialized_start=2356
+  _globals['_LISTACCEPTEDLABELSREQUEST']._serialized_end=2438
+  _globals['_LISTACCEPTEDLABELSRESPONSE']._serialized_start=2440
+  _globals['_LISTACCEPTEDLABELSRESPONSE']._serialized_end=2550
+  _globals['_GETPROJECTQUALITYREQUEST']._serialized_start=2552
+  _globals['_GETPROJECTQUALITYREQUEST']._serialized_end=2595
+  _globals['_GETPROJECTQUALITYRESPONSE']._serialized_start=2598
+  _globals['_GETPROJECTQUALITYRESPONSE']._serialized_end=2841
+  _globals['_ESCALATEREVIEWREQUEST']._serialized_start=2843
+  _globals['_ESCALATEREVIEWREQUEST']._serialized_end=2894
+  _globals['_ESCALATEREVIEWRESPONSE']._serialized_start=2896
+  _globals['_ESCALATEREVIEWRESPONSE']._serialized_end=2961
+  _globals['_CREATEGOLDITEMREQUEST']._serialized_start=2963
+  _globals['_CREATEGOLDITEMREQUEST']._serialized_end=3066
+  _globals['_CREATEGOLDITEMRESPONSE']._serialized_start=3068
+  _globals['_CREATEGOLDITEMRESPONSE']._serialized_end=3138
+  _globals['_LISTGOLDITEMSREQUEST']._serialized_start=3140
+  _globals['_LISTGOLDITEMSREQUEST']._serialized_end=3217
+  _globals['_LISTGOLDITEMSRESPONSE']._serialized_start=3219
+  _globals['_LISTGOLDITEMSRESPONSE']._serialized_end=3314
+  _globals['_LISTWORKERQUALITYREQUEST']._serialized_start=3316
+  _globals['_LISTWORKERQUALITYREQUEST']._serialized_end=3413
+  _globals['_LISTWORKERQUALITYRESPONSE']._serialized_start=3415
+  _globals['_LISTWORKERQUALITYRESPONSE']._serialized_end=3516
+  _globals['_LISTVENDORQUALITYREQUEST']._serialized_start=3518
+  _globals['_LISTVENDORQUALITYREQUEST']._serialized_end=3560
+  _globals['_LISTVENDORQUALITYRESPONSE']._serialized_start=3562
+  _globals['_LISTVENDORQUALITYRESPONSE']._serialized_end=3638
+  _globals['_QASERVICE']._serialized_start=4265
+  _globals['_QASERVICE']._serialized_end=5485
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from annocloud.annotations.v1 import annotations_pb2 as _annotations_pb2
+from annocloud.tasks.v1 import tasks_pb2 as _tasks_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -35,6 +36,16 @@ class _ReviewReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReviewRe
     """Agreement is below the project's minimum."""
     REVIEW_REASON_POLICY: _ReviewReason.ValueType  # 3
     """The project reviews everything."""
+    REVIEW_REASON_NEXT_STAGE: _ReviewReason.ValueType  # 4
+    """The previous review stage approved it; the project has a further stage."""
+    REVIEW_REASON_REWORKED: _ReviewReason.ValueType  # 5
+    """Reworked after a rejection: reviewed again at the stage that rejected it."""
+    REVIEW_REASON_ESCALATED: _ReviewReason.ValueType  # 6
+    """A reviewer escalated it to an expert."""
+    REVIEW_REASON_AUDIT: _ReviewReason.ValueType  # 7
+    """Sampled for the final audit after acceptance."""
+    REVIEW_REASON_LOW_CONFIDENCE: _ReviewReason.ValueType  # 8
+    """Dynamic overlap collected its maximum labels without reaching the confidence threshold."""
 
 class ReviewReason(_ReviewReason, metaclass=_ReviewReasonEnumTypeWrapper):
     """Why an item is in review."""
@@ -47,6 +58,16 @@ REVIEW_REASON_LOW_AGREEMENT: ReviewReason.ValueType  # 2
 """Agreement is below the project's minimum."""
 REVIEW_REASON_POLICY: ReviewReason.ValueType  # 3
 """The project reviews everything."""
+REVIEW_REASON_NEXT_STAGE: ReviewReason.ValueType  # 4
+"""The previous review stage approved it; the project has a further stage."""
+REVIEW_REASON_REWORKED: ReviewReason.ValueType  # 5
+"""Reworked after a rejection: reviewed again at the stage that rejected it."""
+REVIEW_REASON_ESCALATED: ReviewReason.ValueType  # 6
+"""A reviewer escalated it to an expert."""
+REVIEW_REASON_AUDIT: ReviewReason.ValueType  # 7
+"""Sampled for the final audit after acceptance."""
+REVIEW_REASON_LOW_CONFIDENCE: ReviewReason.ValueType  # 8
+"""Dynamic overlap collected its maximum labels without reaching the confidence threshold."""
 Global___ReviewReason: _TypeAlias = ReviewReason  # noqa: Y015
 
 class _ReviewState:
@@ -63,6 +84,10 @@ class _ReviewStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReviewSta
     """Approved; the item is accepted."""
     REVIEW_STATE_REWORK: _ReviewState.ValueType  # 3
     """An annotation was rejected; waiting for rework."""
+    REVIEW_STATE_PASSED: _ReviewState.ValueType  # 4
+    """Approved at this stage; a later stage decides."""
+    REVIEW_STATE_ESCALATED: _ReviewState.ValueType  # 5
+    """Sent to an expert; the expert's review decides."""
 
 class ReviewState(_ReviewState, metaclass=_ReviewStateEnumTypeWrapper):
     """State of a review."""
@@ -75,7 +100,43 @@ REVIEW_STATE_APPROVED: ReviewState.ValueType  # 2
 """Approved; the item is accepted."""
 REVIEW_STATE_REWORK: ReviewState.ValueType  # 3
 """An annotation was rejected; waiting for rework."""
+REVIEW_STATE_PASSED: ReviewState.ValueType  # 4
+"""Approved at this stage; a later stage decides."""
+REVIEW_STATE_ESCALATED: ReviewState.ValueType  # 5
+"""Sent to an expert; the expert's review decides."""
 Global___ReviewState: _TypeAlias = ReviewState  # noqa: Y015
+
+class _ReviewDecision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReviewDecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReviewDecision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REVIEW_DECISION_UNSPECIFIED: _ReviewDecision.ValueType  # 0
+    """Never used on purpose."""
+    REVIEW_DECISION_APPROVED: _ReviewDecision.ValueType  # 1
+    """Approved at the last stage (or in audit): the item is accepted (or stays accepted)."""
+    REVIEW_DECISION_PASSED: _ReviewDecision.ValueType  # 2
+    """Approved at this stage; the next stage reviews it."""
+    REVIEW_DECISION_REJECTED: _ReviewDecision.ValueType  # 3
+    """An annotation was rejected; rework follows (after an audit: the acceptance is revoked)."""
+    REVIEW_DECISION_ESCALATED: _ReviewDecision.ValueType  # 4
+    """Sent to an expert reviewer."""
+
+class ReviewDecision(_ReviewDecision, metaclass=_ReviewDecisionEnumTypeWrapper):
+    """A decision taken on a review."""
+
+REVIEW_DECISION_UNSPECIFIED: ReviewDecision.ValueType  # 0
+"""Never used on purpose."""
+REVIEW_DECISION_APPROVED: ReviewDecision.ValueType  # 1
+"""Approved at the last stage (or in audit): the item is accepted (or stays accepted)."""
+REVIEW_DECISION_PASSED: ReviewDecision.ValueType  # 2
+"""Approved at this stage; the next stage reviews it."""
+REVIEW_DECISION_REJECTED: ReviewDecision.ValueType  # 3
+"""An annotation was rejected; rework follows (after an audit: the acceptance is revoked)."""
+REVIEW_DECISION_ESCALATED: ReviewDecision.ValueType  # 4
+"""Sent to an expert reviewer."""
+Global___ReviewDecision: _TypeAlias = ReviewDecision  # noqa: Y015
 
 @_typing.final
 class Vote(_message.Message):
@@ -124,6 +185,11 @@ class Review(_message.Message):
     VOTES_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     DECIDED_BY_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    ESCALATION_NOTE_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    REWORK_ROUND_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `projects/{project}/reviews/{review}`."""
     item: _builtins.str
@@ -136,6 +202,16 @@ class Review(_message.Message):
     """Agreement of the votes in [0, 1]."""
     decided_by: _builtins.str
     """Who decided, when decided."""
+    stage: _tasks_pb2.ReviewStage.ValueType
+    """Stage this review belongs to."""
+    reason_code: _builtins.str
+    """Reason code of the rejection, when REWORK."""
+    escalation_note: _builtins.str
+    """Why it was escalated, when escalated."""
+    confidence: _builtins.float
+    """Posterior confidence of the proposal in [0, 1]."""
+    rework_round: _builtins.int
+    """How many times this item was sent back to rework so far."""
     @_builtins.property
     def proposal(self) -> _annotations_pb2.Labels:
         """The aggregated proposal."""
@@ -160,10 +236,15 @@ class Review(_message.Message):
         votes: _abc.Iterable[Global___Vote] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         decided_by: _builtins.str = ...,
+        stage: _tasks_pb2.ReviewStage.ValueType = ...,
+        reason_code: _builtins.str = ...,
+        escalation_note: _builtins.str = ...,
+        confidence: _builtins.float = ...,
+        rework_round: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "proposal", b"proposal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "create_time", b"create_time", "decided_by", b"decided_by", "item", b"item", "name", b"name", "proposal", b"proposal", "reason", b"reason", "state", b"state", "votes", b"votes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "confidence", b"confidence", "create_time", b"create_time", "decided_by", b"decided_by", "escalation_note", b"escalation_note", "item", b"item", "name", b"name", "proposal", b"proposal", "reason", b"reason", "reason_code", b"reason_code", "rework_round", b"rework_round", "stage", b"stage", "state", b"state", "votes", b"votes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -183,6 +264,7 @@ class AcceptedLabel(_message.Message):
     SCHEMA_VERSION_FIELD_NUMBER: _builtins.int
     ACCEPT_TIME_FIELD_NUMBER: _builtins.int
     ACCEPTED_BY_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `projects/{project}/acceptedLabels/{item_id}`."""
     item: _builtins.str
@@ -195,6 +277,8 @@ class AcceptedLabel(_message.Message):
     """Schema version of the labels."""
     accepted_by: _builtins.str
     """"auto" or the subject of the approving reviewer."""
+    confidence: _builtins.float
+    """Posterior confidence of the labels in [0, 1] (class posterior; weighted support for geometry)."""
     @_builtins.property
     def labels(self) -> _annotations_pb2.Labels:
         """The labels."""
@@ -214,14 +298,173 @@ class AcceptedLabel(_message.Message):
         schema_version: _builtins.int = ...,
         accept_time: _timestamp_pb2.Timestamp | None = ...,
         accepted_by: _builtins.str = ...,
+        confidence: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accept_time", b"accept_time", "labels", b"labels"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_time", b"accept_time", "accepted_by", b"accepted_by", "agreement", b"agreement", "item", b"item", "labels", b"labels", "name", b"name", "schema_version", b"schema_version", "vote_count", b"vote_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_time", b"accept_time", "accepted_by", b"accepted_by", "agreement", b"agreement", "confidence", b"confidence", "item", b"item", "labels", b"labels", "name", b"name", "schema_version", b"schema_version", "vote_count", b"vote_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AcceptedLabel: _TypeAlias = AcceptedLabel  # noqa: Y015
+
+@_typing.final
+class GoldItem(_message.Message):
+    """An item whose true labels are known, served to workers as an ordinary task to measure them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ITEM_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `projects/{project}/goldItems/{item_id}`."""
+    item: _builtins.str
+    """`datasets/{dataset}/items/{item}`."""
+    @_builtins.property
+    def labels(self) -> _annotations_pb2.Labels:
+        """The true labels."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When added."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        item: _builtins.str = ...,
+        labels: _annotations_pb2.Labels | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "labels", b"labels"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "item", b"item", "labels", b"labels", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GoldItem: _TypeAlias = GoldItem  # noqa: Y015
+
+@_typing.final
+class WorkerQuality(_message.Message):
+    """Quality figures of one worker in a project."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_FIELD_NUMBER: _builtins.int
+    VENDOR_FIELD_NUMBER: _builtins.int
+    GOLD_ANSWERED_FIELD_NUMBER: _builtins.int
+    GOLD_CORRECT_FIELD_NUMBER: _builtins.int
+    GOLD_ACCURACY_FIELD_NUMBER: _builtins.int
+    ANNOTATIONS_FIELD_NUMBER: _builtins.int
+    KAPPA_VS_ACCEPTED_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    REJECTION_RATE_FIELD_NUMBER: _builtins.int
+    TASKS_PER_HOUR_FIELD_NUMBER: _builtins.int
+    MEDIAN_HANDLE_SECONDS_FIELD_NUMBER: _builtins.int
+    RELIABILITY_FIELD_NUMBER: _builtins.int
+    worker: _builtins.str
+    """Subject of the worker."""
+    vendor: _builtins.str
+    """`vendors/{organization}` of the worker."""
+    gold_answered: _builtins.int
+    """Gold tasks answered."""
+    gold_correct: _builtins.int
+    """Gold tasks answered correctly."""
+    gold_accuracy: _builtins.float
+    """Posterior mean accuracy on gold (Beta(2, 1) prior)."""
+    annotations: _builtins.int
+    """Annotations counted (not gold)."""
+    kappa_vs_accepted: _builtins.float
+    """Cohen's kappa of the worker's classes against the accepted labels (0 when undefined)."""
+    rejected: _builtins.int
+    """Annotations rejected in review or audit."""
+    rejection_rate: _builtins.float
+    """rejected / annotations."""
+    tasks_per_hour: _builtins.float
+    """Annotations per hour of handle time."""
+    median_handle_seconds: _builtins.float
+    """Median seconds from lease to submit."""
+    reliability: _builtins.float
+    """Reliability used to weight the worker's labels, in [0, 1]."""
+    def __init__(
+        self,
+        *,
+        worker: _builtins.str = ...,
+        vendor: _builtins.str = ...,
+        gold_answered: _builtins.int = ...,
+        gold_correct: _builtins.int = ...,
+        gold_accuracy: _builtins.float = ...,
+        annotations: _builtins.int = ...,
+        kappa_vs_accepted: _builtins.float = ...,
+        rejected: _builtins.int = ...,
+        rejection_rate: _builtins.float = ...,
+        tasks_per_hour: _builtins.float = ...,
+        median_handle_seconds: _builtins.float = ...,
+        reliability: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "gold_accuracy", b"gold_accuracy", "gold_answered", b"gold_answered", "gold_correct", b"gold_correct", "kappa_vs_accepted", b"kappa_vs_accepted", "median_handle_seconds", b"median_handle_seconds", "rejected", b"rejected", "rejection_rate", b"rejection_rate", "reliability", b"reliability", "tasks_per_hour", b"tasks_per_hour", "vendor", b"vendor", "worker", b"worker"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerQuality: _TypeAlias = WorkerQuality  # noqa: Y015
+
+@_typing.final
+class VendorQuality(_message.Message):
+    """Quality figures of one vendor in a project."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VENDOR_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
+    GOLD_ANSWERED_FIELD_NUMBER: _builtins.int
+    GOLD_ACCURACY_FIELD_NUMBER: _builtins.int
+    ANNOTATIONS_FIELD_NUMBER: _builtins.int
+    REJECTION_RATE_FIELD_NUMBER: _builtins.int
+    TASKS_PER_HOUR_FIELD_NUMBER: _builtins.int
+    FLEISS_KAPPA_FIELD_NUMBER: _builtins.int
+    KRIPPENDORFF_ALPHA_FIELD_NUMBER: _builtins.int
+    vendor: _builtins.str
+    """`vendors/{organization}`."""
+    workers: _builtins.int
+    """Workers seen."""
+    gold_answered: _builtins.int
+    """Gold tasks answered."""
+    gold_accuracy: _builtins.float
+    """Posterior mean accuracy on gold."""
+    annotations: _builtins.int
+    """Annotations counted."""
+    rejection_rate: _builtins.float
+    """Share rejected."""
+    tasks_per_hour: _builtins.float
+    """Annotations per hour of handle time, summed over workers."""
+    fleiss_kappa: _builtins.float
+    """Fleiss' kappa over items this vendor's workers labeled at least twice (0 when undefined)."""
+    krippendorff_alpha: _builtins.float
+    """Krippendorff's alpha (nominal) over the same items (0 when undefined)."""
+    def __init__(
+        self,
+        *,
+        vendor: _builtins.str = ...,
+        workers: _builtins.int = ...,
+        gold_answered: _builtins.int = ...,
+        gold_accuracy: _builtins.float = ...,
+        annotations: _builtins.int = ...,
+        rejection_rate: _builtins.float = ...,
+        tasks_per_hour: _builtins.float = ...,
+        fleiss_kappa: _builtins.float = ...,
+        krippendorff_alpha: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotations", b"annotations", "fleiss_kappa", b"fleiss_kappa", "gold_accuracy", b"gold_accuracy", "gold_answered", b"gold_answered", "krippendorff_alpha", b"krippendorff_alpha", "rejection_rate", b"rejection_rate", "tasks_per_hour", b"tasks_per_hour", "vendor", b"vendor", "workers", b"workers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VendorQuality: _TypeAlias = VendorQuality  # noqa: Y015
 
 @_typing.final
 class ListReviewsRequest(_message.Message):
@@ -392,22 +635,26 @@ class RejectAnnotationRequest(_message.Message):
     REVIEW_FIELD_NUMBER: _builtins.int
     ANNOTATION_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
     review: _builtins.str
     """`projects/{project}/reviews/{review}`."""
     annotation: _builtins.str
     """`projects/{project}/annotations/{annotation}`, one of the review's votes."""
     reason: _builtins.str
     """Why, shown to the annotator (required)."""
+    reason_code: _builtins.str
+    """A code of the project's error taxonomy (required when the project has one)."""
     def __init__(
         self,
         *,
         review: _builtins.str = ...,
         annotation: _builtins.str = ...,
         reason: _builtins.str = ...,
+        reason_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotation", b"annotation", "reason", b"reason", "review", b"review"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotation", b"annotation", "reason", b"reason", "reason_code", b"reason_code", "review", b"review"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -574,6 +821,10 @@ class GetProjectQualityResponse(_message.Message):
     PENDING_REVIEWS_FIELD_NUMBER: _builtins.int
     MEAN_AGREEMENT_FIELD_NUMBER: _builtins.int
     ANNOTATION_COUNT_FIELD_NUMBER: _builtins.int
+    FLEISS_KAPPA_FIELD_NUMBER: _builtins.int
+    KRIPPENDORFF_ALPHA_FIELD_NUMBER: _builtins.int
+    MEAN_CONFIDENCE_FIELD_NUMBER: _builtins.int
+    LABELS_PER_ITEM_FIELD_NUMBER: _builtins.int
     project: _builtins.str
     """`projects/{project}`."""
     accepted_items: _builtins.int
@@ -584,6 +835,14 @@ class GetProjectQualityResponse(_message.Message):
     """Mean agreement over accepted items in [0, 1]."""
     annotation_count: _builtins.int
     """Annotations counted."""
+    fleiss_kappa: _builtins.float
+    """Fleiss' kappa over the class votes of accepted items (0 when undefined)."""
+    krippendorff_alpha: _builtins.float
+    """Krippendorff's alpha (nominal) over the class votes of accepted items (0 when undefined)."""
+    mean_confidence: _builtins.float
+    """Mean posterior confidence of accepted labels."""
+    labels_per_item: _builtins.float
+    """Mean labels collected per accepted item."""
     def __init__(
         self,
         *,
@@ -592,11 +851,287 @@ class GetProjectQualityResponse(_message.Message):
         pending_reviews: _builtins.int = ...,
         mean_agreement: _builtins.float = ...,
         annotation_count: _builtins.int = ...,
+        fleiss_kappa: _builtins.float = ...,
+        krippendorff_alpha: _builtins.float = ...,
+        mean_confidence: _builtins.float = ...,
+        labels_per_item: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_items", b"accepted_items", "annotation_count", b"annotation_count", "mean_agreement", b"mean_agreement", "pending_reviews", b"pending_reviews", "project", b"project"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_items", b"accepted_items", "annotation_count", b"annotation_count", "fleiss_kappa", b"fleiss_kappa", "krippendorff_alpha", b"krippendorff_alpha", "labels_per_item", b"labels_per_item", "mean_agreement", b"mean_agreement", "mean_confidence", b"mean_confidence", "pending_reviews", b"pending_reviews", "project", b"project"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetProjectQualityResponse: _TypeAlias = GetProjectQualityResponse  # noqa: Y015
+
+@_typing.final
+class EscalateReviewRequest(_message.Message):
+    """Request for EscalateReview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`projects/{project}/reviews/{review}`, PENDING."""
+    note: _builtins.str
+    """Why (required, at most 1000 characters)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "note", b"note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EscalateReviewRequest: _TypeAlias = EscalateReviewRequest  # noqa: Y015
+
+@_typing.final
+class EscalateReviewResponse(_message.Message):
+    """Response for EscalateReview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def review(self) -> Global___Review:
+        """The new expert review."""
+
+    def __init__(
+        self,
+        *,
+        review: Global___Review | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["review", b"review"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["review", b"review"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EscalateReviewResponse: _TypeAlias = EscalateReviewResponse  # noqa: Y015
+
+@_typing.final
+class CreateGoldItemRequest(_message.Message):
+    """Request for CreateGoldItem."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    ITEM_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`projects/{project}`."""
+    item: _builtins.str
+    """`datasets/{dataset}/items/{item}` of one of the project's datasets."""
+    @_builtins.property
+    def labels(self) -> _annotations_pb2.Labels:
+        """The true labels, valid for the project's current schema."""
+
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        item: _builtins.str = ...,
+        labels: _annotations_pb2.Labels | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "labels", b"labels", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateGoldItemRequest: _TypeAlias = CreateGoldItemRequest  # noqa: Y015
+
+@_typing.final
+class CreateGoldItemResponse(_message.Message):
+    """Response for CreateGoldItem."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GOLD_ITEM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def gold_item(self) -> Global___GoldItem:
+        """The gold item."""
+
+    def __init__(
+        self,
+        *,
+        gold_item: Global___GoldItem | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gold_item", b"gold_item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gold_item", b"gold_item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateGoldItemResponse: _TypeAlias = CreateGoldItemResponse  # noqa: Y015
+
+@_typing.final
+class ListGoldItemsRequest(_message.Message):
+    """Request for ListGoldItems."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`projects/{project}`."""
+    page_size: _builtins.int
+    """At most this many (default 50, maximum 1000)."""
+    page_token: _builtins.str
+    """From a previous next_page_token."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGoldItemsRequest: _TypeAlias = ListGoldItemsRequest  # noqa: Y015
+
+@_typing.final
+class ListGoldItemsResponse(_message.Message):
+    """Response for ListGoldItems."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GOLD_ITEMS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def gold_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___GoldItem]:
+        """One page."""
+
+    def __init__(
+        self,
+        *,
+        gold_items: _abc.Iterable[Global___GoldItem] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gold_items", b"gold_items", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGoldItemsResponse: _TypeAlias = ListGoldItemsResponse  # noqa: Y015
+
+@_typing.final
+class ListWorkerQualityRequest(_message.Message):
+    """Request for ListWorkerQuality."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    VENDOR_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`projects/{project}`."""
+    vendor: _builtins.str
+    """Only this vendor's workers (`vendors/{organization}`), when set."""
+    page_size: _builtins.int
+    """At most this many (default 50, maximum 1000)."""
+    page_token: _builtins.str
+    """From a previous next_page_token."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        vendor: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "vendor", b"vendor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWorkerQualityRequest: _TypeAlias = ListWorkerQualityRequest  # noqa: Y015
+
+@_typing.final
+class ListWorkerQualityResponse(_message.Message):
+    """Response for ListWorkerQuality."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerQuality]:
+        """One page, by worker subject."""
+
+    def __init__(
+        self,
+        *,
+        workers: _abc.Iterable[Global___WorkerQuality] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "workers", b"workers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWorkerQualityResponse: _TypeAlias = ListWorkerQualityResponse  # noqa: Y015
+
+@_typing.final
+class ListVendorQualityRequest(_message.Message):
+    """Request for ListVendorQuality."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`projects/{project}`."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListVendorQualityRequest: _TypeAlias = ListVendorQualityRequest  # noqa: Y015
+
+@_typing.final
+class ListVendorQualityResponse(_message.Message):
+    """Response for ListVendorQuality."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VENDORS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vendors(self) -> _containers.RepeatedCompositeFieldContainer[Global___VendorQuality]:
+        """Every vendor with work in the project (a vendor caller: only itself)."""
+
+    def __init__(
+        self,
+        *,
+        vendors: _abc.Iterable[Global___VendorQuality] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vendors", b"vendors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListVendorQualityResponse: _TypeAlias = ListVendorQualityResponse  # noqa: Y015

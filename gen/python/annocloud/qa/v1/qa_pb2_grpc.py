@@ -70,6 +70,31 @@ class QaServiceStub:
                 request_serializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.GetProjectQualityRequest.SerializeToString,
                 response_deserializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.GetProjectQualityResponse.FromString,
                 _registered_method=True)
+        self.EscalateReview = channel.unary_unary(
+                '/annocloud.qa.v1.QaService/EscalateReview',
+                request_serializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.EscalateReviewRequest.SerializeToString,
+                response_deserializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.EscalateReviewResponse.FromString,
+                _registered_method=True)
+        self.CreateGoldItem = channel.unary_unary(
+                '/annocloud.qa.v1.QaService/CreateGoldItem',
+                request_serializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.CreateGoldItemRequest.SerializeToString,
+                response_deserializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.CreateGoldItemResponse.FromString,
+                _registered_method=True)
+        self.ListGoldItems = channel.unary_unary(
+                '/annocloud.qa.v1.QaService/ListGoldItems',
+                request_serializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.ListGoldItemsRequest.SerializeToString,
+                response_deserializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.ListGoldItemsResponse.FromString,
+                _registered_method=True)
+        self.ListWorkerQuality = channel.unary_unary(
+                '/annocloud.qa.v1.QaService/ListWorkerQuality',
+                request_serializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.ListWorkerQualityRequest.SerializeToString,
+                response_deserializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.ListWorkerQualityResponse.FromString,
+                _registered_method=True)
+        self.ListVendorQuality = channel.unary_unary(
+                '/annocloud.qa.v1.QaService/ListVendorQuality',
+                request_serializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.ListVendorQualityRequest.SerializeToString,
+                response_deserializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.ListVendorQualityResponse.FromString,
+                _registered_method=True)
 
 
 class QaServiceServicer:
@@ -125,6 +150,41 @@ class QaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EscalateReview(self, request, context):
+        """Sends a pending review to an expert reviewer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateGoldItem(self, request, context):
+        """Adds a gold (honeypot) item with its true labels; workers get it like any other task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGoldItems(self, request, context):
+        """Lists the gold items of a project (its managers only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkerQuality(self, request, context):
+        """Quality figures per worker of a project (a vendor sees only its own workers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVendorQuality(self, request, context):
+        """Quality figures per vendor of a project (a vendor sees only itself).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +222,31 @@ def add_QaServiceServicer_to_server(servicer, server):
                     servicer.GetProjectQuality,
                     request_deserializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.GetProjectQualityRequest.FromString,
                     response_serializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.GetProjectQualityResponse.SerializeToString,
+            ),
+            'EscalateReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.EscalateReview,
+                    request_deserializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.EscalateReviewRequest.FromString,
+                    response_serializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.EscalateReviewResponse.SerializeToString,
+            ),
+            'CreateGoldItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateGoldItem,
+                    request_deserializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.CreateGoldItemRequest.FromString,
+                    response_serializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.CreateGoldItemResponse.SerializeToString,
+            ),
+            'ListGoldItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGoldItems,
+                    request_deserializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.ListGoldItemsRequest.FromString,
+                    response_serializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.ListGoldItemsResponse.SerializeToString,
+            ),
+            'ListWorkerQuality': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkerQuality,
+                    request_deserializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.ListWorkerQualityRequest.FromString,
+                    response_serializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.ListWorkerQualityResponse.SerializeToString,
+            ),
+            'ListVendorQuality': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVendorQuality,
+                    request_deserializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.ListVendorQualityRequest.FromString,
+                    response_serializer=annocloud_dot_qa_dot_v1_dot_qa__pb2.ListVendorQualityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +439,141 @@ class QaService:
             '/annocloud.qa.v1.QaService/GetProjectQuality',
             annocloud_dot_qa_dot_v1_dot_qa__pb2.GetProjectQualityRequest.SerializeToString,
             annocloud_dot_qa_dot_v1_dot_qa__pb2.GetProjectQualityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EscalateReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/annocloud.qa.v1.QaService/EscalateReview',
+            annocloud_dot_qa_dot_v1_dot_qa__pb2.EscalateReviewRequest.SerializeToString,
+            annocloud_dot_qa_dot_v1_dot_qa__pb2.EscalateReviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateGoldItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/annocloud.qa.v1.QaService/CreateGoldItem',
+            annocloud_dot_qa_dot_v1_dot_qa__pb2.CreateGoldItemRequest.SerializeToString,
+            annocloud_dot_qa_dot_v1_dot_qa__pb2.CreateGoldItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGoldItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/annocloud.qa.v1.QaService/ListGoldItems',
+            annocloud_dot_qa_dot_v1_dot_qa__pb2.ListGoldItemsRequest.SerializeToString,
+            annocloud_dot_qa_dot_v1_dot_qa__pb2.ListGoldItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkerQuality(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/annocloud.qa.v1.QaService/ListWorkerQuality',
+            annocloud_dot_qa_dot_v1_dot_qa__pb2.ListWorkerQualityRequest.SerializeToString,
+            annocloud_dot_qa_dot_v1_dot_qa__pb2.ListWorkerQualityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVendorQuality(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/annocloud.qa.v1.QaService/ListVendorQuality',
+            annocloud_dot_qa_dot_v1_dot_qa__pb2.ListVendorQualityRequest.SerializeToString,
+            annocloud_dot_qa_dot_v1_dot_qa__pb2.ListVendorQualityResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,16 @@ class QaServiceStub:
     """Lists the accepted labels of a project in acceptance order."""
     GetProjectQuality: _grpc.UnaryUnaryMultiCallable[_qa_pb2.GetProjectQualityRequest, _qa_pb2.GetProjectQualityResponse]
     """Agreement and progress figures of a project."""
+    EscalateReview: _grpc.UnaryUnaryMultiCallable[_qa_pb2.EscalateReviewRequest, _qa_pb2.EscalateReviewResponse]
+    """Sends a pending review to an expert reviewer."""
+    CreateGoldItem: _grpc.UnaryUnaryMultiCallable[_qa_pb2.CreateGoldItemRequest, _qa_pb2.CreateGoldItemResponse]
+    """Adds a gold (honeypot) item with its true labels; workers get it like any other task."""
+    ListGoldItems: _grpc.UnaryUnaryMultiCallable[_qa_pb2.ListGoldItemsRequest, _qa_pb2.ListGoldItemsResponse]
+    """Lists the gold items of a project (its managers only)."""
+    ListWorkerQuality: _grpc.UnaryUnaryMultiCallable[_qa_pb2.ListWorkerQualityRequest, _qa_pb2.ListWorkerQualityResponse]
+    """Quality figures per worker of a project (a vendor sees only its own workers)."""
+    ListVendorQuality: _grpc.UnaryUnaryMultiCallable[_qa_pb2.ListVendorQualityRequest, _qa_pb2.ListVendorQualityResponse]
+    """Quality figures per vendor of a project (a vendor sees only itself)."""
 
 @_typing.type_check_only
 class QaServiceAsyncStub(QaServiceStub):
@@ -67,6 +77,16 @@ class QaServiceAsyncStub(QaServiceStub):
     """Lists the accepted labels of a project in acceptance order."""
     GetProjectQuality: _aio.UnaryUnaryMultiCallable[_qa_pb2.GetProjectQualityRequest, _qa_pb2.GetProjectQualityResponse]  # type: ignore[assignment]
     """Agreement and progress figures of a project."""
+    EscalateReview: _aio.UnaryUnaryMultiCallable[_qa_pb2.EscalateReviewRequest, _qa_pb2.EscalateReviewResponse]  # type: ignore[assignment]
+    """Sends a pending review to an expert reviewer."""
+    CreateGoldItem: _aio.UnaryUnaryMultiCallable[_qa_pb2.CreateGoldItemRequest, _qa_pb2.CreateGoldItemResponse]  # type: ignore[assignment]
+    """Adds a gold (honeypot) item with its true labels; workers get it like any other task."""
+    ListGoldItems: _aio.UnaryUnaryMultiCallable[_qa_pb2.ListGoldItemsRequest, _qa_pb2.ListGoldItemsResponse]  # type: ignore[assignment]
+    """Lists the gold items of a project (its managers only)."""
+    ListWorkerQuality: _aio.UnaryUnaryMultiCallable[_qa_pb2.ListWorkerQualityRequest, _qa_pb2.ListWorkerQualityResponse]  # type: ignore[assignment]
+    """Quality figures per worker of a project (a vendor sees only its own workers)."""
+    ListVendorQuality: _aio.UnaryUnaryMultiCallable[_qa_pb2.ListVendorQualityRequest, _qa_pb2.ListVendorQualityResponse]  # type: ignore[assignment]
+    """Quality figures per vendor of a project (a vendor sees only itself)."""
 
 class QaServiceServicer(metaclass=_abc_1.ABCMeta):
     """Consensus over the independent labels of an item, human review, and accepted labels."""
@@ -126,5 +146,45 @@ class QaServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_qa_pb2.GetProjectQualityResponse, _abc.Awaitable[_qa_pb2.GetProjectQualityResponse]]:
         """Agreement and progress figures of a project."""
+
+    @_abc_1.abstractmethod
+    def EscalateReview(
+        self,
+        request: _qa_pb2.EscalateReviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_qa_pb2.EscalateReviewResponse, _abc.Awaitable[_qa_pb2.EscalateReviewResponse]]:
+        """Sends a pending review to an expert reviewer."""
+
+    @_abc_1.abstractmethod
+    def CreateGoldItem(
+        self,
+        request: _qa_pb2.CreateGoldItemRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_qa_pb2.CreateGoldItemResponse, _abc.Awaitable[_qa_pb2.CreateGoldItemResponse]]:
+        """Adds a gold (honeypot) item with its true labels; workers get it like any other task."""
+
+    @_abc_1.abstractmethod
+    def ListGoldItems(
+        self,
+        request: _qa_pb2.ListGoldItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_qa_pb2.ListGoldItemsResponse, _abc.Awaitable[_qa_pb2.ListGoldItemsResponse]]:
+        """Lists the gold items of a project (its managers only)."""
+
+    @_abc_1.abstractmethod
+    def ListWorkerQuality(
+        self,
+        request: _qa_pb2.ListWorkerQualityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_qa_pb2.ListWorkerQualityResponse, _abc.Awaitable[_qa_pb2.ListWorkerQualityResponse]]:
+        """Quality figures per worker of a project (a vendor sees only its own workers)."""
+
+    @_abc_1.abstractmethod
+    def ListVendorQuality(
+        self,
+        request: _qa_pb2.ListVendorQualityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_qa_pb2.ListVendorQualityResponse, _abc.Awaitable[_qa_pb2.ListVendorQualityResponse]]:
+        """Quality figures per vendor of a project (a vendor sees only itself)."""
 
 def add_QaServiceServicer_to_server(servicer: QaServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -134,6 +134,66 @@ REVIEW_POLICY_ALL: ReviewPolicy.ValueType  # 2
 """Every aggregated item is reviewed."""
 Global___ReviewPolicy: _TypeAlias = ReviewPolicy  # noqa: Y015
 
+class _ReviewStage:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReviewStageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReviewStage.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REVIEW_STAGE_UNSPECIFIED: _ReviewStage.ValueType  # 0
+    """Never used on purpose."""
+    REVIEW_STAGE_PEER: _ReviewStage.ValueType  # 1
+    """A reviewer other than the annotators."""
+    REVIEW_STAGE_MANAGER: _ReviewStage.ValueType  # 2
+    """A project manager."""
+    REVIEW_STAGE_EXPERT: _ReviewStage.ValueType  # 3
+    """An expert reviewer, for escalated items."""
+    REVIEW_STAGE_AUDIT: _ReviewStage.ValueType  # 4
+    """Final audit of a sample of accepted items."""
+
+class ReviewStage(_ReviewStage, metaclass=_ReviewStageEnumTypeWrapper):
+    """A human review stage an aggregated item passes through, in the order listed."""
+
+REVIEW_STAGE_UNSPECIFIED: ReviewStage.ValueType  # 0
+"""Never used on purpose."""
+REVIEW_STAGE_PEER: ReviewStage.ValueType  # 1
+"""A reviewer other than the annotators."""
+REVIEW_STAGE_MANAGER: ReviewStage.ValueType  # 2
+"""A project manager."""
+REVIEW_STAGE_EXPERT: ReviewStage.ValueType  # 3
+"""An expert reviewer, for escalated items."""
+REVIEW_STAGE_AUDIT: ReviewStage.ValueType  # 4
+"""Final audit of a sample of accepted items."""
+Global___ReviewStage: _TypeAlias = ReviewStage  # noqa: Y015
+
+class _AggregationMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AggregationMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AggregationMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AGGREGATION_METHOD_UNSPECIFIED: _AggregationMethod.ValueType  # 0
+    """Same as AGGREGATION_METHOD_WEIGHTED."""
+    AGGREGATION_METHOD_MAJORITY: _AggregationMethod.ValueType  # 1
+    """Plain majority vote for classes, plain coordinate mean for boxes."""
+    AGGREGATION_METHOD_WEIGHTED: _AggregationMethod.ValueType  # 2
+    """One-coin Dawid-Skene posterior with worker reliabilities learnt from gold and consensus;
+    worker-weighted fusion for geometry.
+    """
+
+class AggregationMethod(_AggregationMethod, metaclass=_AggregationMethodEnumTypeWrapper):
+    """How the independent labels of an item are combined."""
+
+AGGREGATION_METHOD_UNSPECIFIED: AggregationMethod.ValueType  # 0
+"""Same as AGGREGATION_METHOD_WEIGHTED."""
+AGGREGATION_METHOD_MAJORITY: AggregationMethod.ValueType  # 1
+"""Plain majority vote for classes, plain coordinate mean for boxes."""
+AGGREGATION_METHOD_WEIGHTED: AggregationMethod.ValueType  # 2
+"""One-coin Dawid-Skene posterior with worker reliabilities learnt from gold and consensus;
+worker-weighted fusion for geometry.
+"""
+Global___AggregationMethod: _TypeAlias = AggregationMethod  # noqa: Y015
+
 class _TaskState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -363,6 +423,8 @@ class Project(_message.Message):
     MIN_AGREEMENT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     TASK_COUNTS_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `projects/{project}`."""
     display_name: _builtins.str
@@ -375,6 +437,8 @@ class Project(_message.Message):
     """When labels go to review."""
     min_agreement: _builtins.float
     """Minimum box IoU / class agreement in [0, 1] below which an item goes to review."""
+    organization: _builtins.str
+    """Organization that owns the project (set by the service)."""
     @_builtins.property
     def datasets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Datasets whose items this project labels (`datasets/{dataset}`)."""
@@ -386,6 +450,10 @@ class Project(_message.Message):
     @_builtins.property
     def task_counts(self) -> Global___TaskCounts:
         """Counts of tasks by state."""
+
+    @_builtins.property
+    def quality(self) -> Global___QualitySettings:
+        """Quality control and workforce settings."""
 
     def __init__(
         self,
@@ -399,14 +467,134 @@ class Project(_message.Message):
         min_agreement: _builtins.float = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         task_counts: Global___TaskCounts | None = ...,
+        quality: Global___QualitySettings | None = ...,
+        organization: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "task_counts", b"task_counts"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "quality", b"quality", "task_counts", b"task_counts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "datasets", b"datasets", "display_name", b"display_name", "min_agreement", b"min_agreement", "name", b"name", "redundancy", b"redundancy", "review_policy", b"review_policy", "schema_version", b"schema_version", "task_counts", b"task_counts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "datasets", b"datasets", "display_name", b"display_name", "min_agreement", b"min_agreement", "name", b"name", "organization", b"organization", "quality", b"quality", "redundancy", b"redundancy", "review_policy", b"review_policy", "schema_version", b"schema_version", "task_counts", b"task_counts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Project: _TypeAlias = Project  # noqa: Y015
+
+@_typing.final
+class ErrorCode(_message.Message):
+    """A reason code of the project's error taxonomy, given when work is rejected."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """Short code, e.g. "wrong_class" (lower_snake, 1 to 64 characters)."""
+    description: _builtins.str
+    """What it means, shown to the annotator."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "description", b"description"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
+
+@_typing.final
+class DynamicOverlap(_message.Message):
+    """Dynamic overlap: collect labels for an item until its posterior confidence passes the threshold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_LABELS_FIELD_NUMBER: _builtins.int
+    MAX_LABELS_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    min_labels: _builtins.int
+    """Labels collected before the first decision (at least 1)."""
+    max_labels: _builtins.int
+    """Labels collected at most; then the item goes to review (at least min_labels, at most 10)."""
+    confidence_threshold: _builtins.float
+    """Posterior confidence in (0, 1) at which an item is accepted."""
+    def __init__(
+        self,
+        *,
+        min_labels: _builtins.int = ...,
+        max_labels: _builtins.int = ...,
+        confidence_threshold: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence_threshold", b"confidence_threshold", "max_labels", b"max_labels", "min_labels", b"min_labels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DynamicOverlap: _TypeAlias = DynamicOverlap  # noqa: Y015
+
+@_typing.final
+class QualitySettings(_message.Message):
+    """Quality control and routing settings of a project."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEW_STAGES_FIELD_NUMBER: _builtins.int
+    AUDIT_RATE_FIELD_NUMBER: _builtins.int
+    ERROR_TAXONOMY_FIELD_NUMBER: _builtins.int
+    DYNAMIC_OVERLAP_FIELD_NUMBER: _builtins.int
+    GOLD_RATE_FIELD_NUMBER: _builtins.int
+    QUALIFICATION_GOLD_TASKS_FIELD_NUMBER: _builtins.int
+    MIN_WORKER_ACCURACY_FIELD_NUMBER: _builtins.int
+    AGGREGATION_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    audit_rate: _builtins.float
+    """Share of accepted items sampled for a final audit, in [0, 1]."""
+    gold_rate: _builtins.float
+    """Share of leases that are gold (honeypot) tasks while the worker has unseen gold, in [0, 1]."""
+    qualification_gold_tasks: _builtins.int
+    """Gold tasks a new worker answers before getting real work (0: no qualification)."""
+    min_worker_accuracy: _builtins.float
+    """Gold accuracy a worker needs to qualify and to keep getting work, in [0, 1]."""
+    aggregation: Global___AggregationMethod.ValueType
+    """How labels are combined."""
+    language: _builtins.str
+    """Language of the project's content (BCP 47, e.g. "en"); workers need it as a skill when set."""
+    @_builtins.property
+    def review_stages(self) -> _containers.RepeatedScalarFieldContainer[Global___ReviewStage.ValueType]:
+        """Human review stages after aggregation, in order (empty: accepted items skip human review
+        unless the review policy sends them there, then one peer stage).
+        """
+
+    @_builtins.property
+    def error_taxonomy(self) -> _containers.RepeatedCompositeFieldContainer[Global___ErrorCode]:
+        """Reason codes a reviewer must choose from when rejecting (empty: free text only)."""
+
+    @_builtins.property
+    def dynamic_overlap(self) -> Global___DynamicOverlap:
+        """Dynamic overlap; unset means a fixed `redundancy` labels per item."""
+
+    def __init__(
+        self,
+        *,
+        review_stages: _abc.Iterable[Global___ReviewStage.ValueType] | None = ...,
+        audit_rate: _builtins.float = ...,
+        error_taxonomy: _abc.Iterable[Global___ErrorCode] | None = ...,
+        dynamic_overlap: Global___DynamicOverlap | None = ...,
+        gold_rate: _builtins.float = ...,
+        qualification_gold_tasks: _builtins.int = ...,
+        min_worker_accuracy: _builtins.float = ...,
+        aggregation: Global___AggregationMethod.ValueType = ...,
+        language: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dynamic_overlap", b"dynamic_overlap"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation", b"aggregation", "audit_rate", b"audit_rate", "dynamic_overlap", b"dynamic_overlap", "error_taxonomy", b"error_taxonomy", "gold_rate", b"gold_rate", "language", b"language", "min_worker_accuracy", b"min_worker_accuracy", "qualification_gold_tasks", b"qualification_gold_tasks", "review_stages", b"review_stages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualitySettings: _TypeAlias = QualitySettings  # noqa: Y015
 
 @_typing.final
 class TaskCounts(_message.Message):
@@ -447,13 +635,21 @@ class Lease(_message.Message):
     LEASE_ID_FIELD_NUMBER: _builtins.int
     WORKER_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    LEASE_TIME_FIELD_NUMBER: _builtins.int
+    WORKER_ORGANIZATION_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
     """Opaque id to present on heartbeat, release and submit."""
     worker: _builtins.str
     """Subject of the worker holding it."""
+    worker_organization: _builtins.str
+    """Organization of the worker holding it."""
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When it runs out."""
+
+    @_builtins.property
+    def lease_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was taken."""
 
     def __init__(
         self,
@@ -461,10 +657,12 @@ class Lease(_message.Message):
         lease_id: _builtins.str = ...,
         worker: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        lease_time: _timestamp_pb2.Timestamp | None = ...,
+        worker_organization: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "lease_time", b"lease_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "lease_id", b"lease_id", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "lease_id", b"lease_id", "lease_time", b"lease_time", "worker", b"worker", "worker_organization", b"worker_organization"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -494,6 +692,8 @@ class Task(_message.Message):
     REWORK_REASON_FIELD_NUMBER: _builtins.int
     COMPLETED_BY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    DIFFICULTY_TIER_FIELD_NUMBER: _builtins.int
+    COMPLETED_BY_ORGANIZATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `projects/{project}/tasks/{task}`."""
     item: _builtins.str
@@ -526,6 +726,10 @@ class Task(_message.Message):
     """For rework: why it was rejected."""
     completed_by: _builtins.str
     """Who submitted it, when COMPLETED."""
+    difficulty_tier: _builtins.int
+    """Difficulty tier 1 (easy) to 5; only workers of at least this level get it."""
+    completed_by_organization: _builtins.str
+    """Organization of the worker who submitted it, when COMPLETED."""
     @_builtins.property
     def lease(self) -> Global___Lease:
         """Current lease, when LEASED."""
@@ -555,10 +759,12 @@ class Task(_message.Message):
         rework_reason: _builtins.str = ...,
         completed_by: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        difficulty_tier: _builtins.int = ...,
+        completed_by_organization: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned_worker", b"assigned_worker", "completed_by", b"completed_by", "create_time", b"create_time", "item", b"item", "item_file_name", b"item_file_name", "item_height", b"item_height", "item_text", b"item_text", "item_width", b"item_width", "kind", b"kind", "lease", b"lease", "media_type", b"media_type", "name", b"name", "priority", b"priority", "redundancy", b"redundancy", "rework_of", b"rework_of", "rework_reason", b"rework_reason", "schema_version", b"schema_version", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned_worker", b"assigned_worker", "completed_by", b"completed_by", "completed_by_organization", b"completed_by_organization", "create_time", b"create_time", "difficulty_tier", b"difficulty_tier", "item", b"item", "item_file_name", b"item_file_name", "item_height", b"item_height", "item_text", b"item_text", "item_width", b"item_width", "kind", b"kind", "lease", b"lease", "media_type", b"media_type", "name", b"name", "priority", b"priority", "redundancy", b"redundancy", "rework_of", b"rework_of", "rework_reason", b"rework_reason", "schema_version", b"schema_version", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -957,6 +1163,9 @@ class GetTaskResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_FIELD_NUMBER: _builtins.int
+    PROJECT_ORGANIZATION_FIELD_NUMBER: _builtins.int
+    project_organization: _builtins.str
+    """Organization that owns the task's project."""
     @_builtins.property
     def task(self) -> Global___Task:
         """The task."""
@@ -965,10 +1174,11 @@ class GetTaskResponse(_message.Message):
         self,
         *,
         task: Global___Task | None = ...,
+        project_organization: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["project_organization", b"project_organization", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
