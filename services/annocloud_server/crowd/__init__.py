@@ -1,0 +1,1 @@
+"""Crowd quality: label aggregation, geometry fusion, agreement, dynamic overlap and forecasts."""
