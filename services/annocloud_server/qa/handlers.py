@@ -1,13 +1,16 @@
-"""Event handlers of the qa service: projects and schemas from tasks, votes from annotations."""
+"""Event handlers of the qa service: projects and schemas from tasks, votes (and gold answers) from
+annotations."""
 
 from __future__ import annotations
 
+from annocloud.annotations.v1 import annotations_pb2 as pb
 from annocloud.events.v1 import events_pb2
 from sqlalchemy.orm import Session
 
 from annocloud_server.common.events import EventWriter, Handler, event_type_of
-from annocloud_server.qa import store, workflow
-from annocloud_server.qa.models import ACCEPTED, ACTIVE, REPLACED, VoteRow
+from annocloud_server.crowd.quality import beta_accuracy
+from annocloud_server.qa import scoring, store, workflow
+from annocloud_server.qa.models import ACCEPTED, ACTIVE, GOLD, REPLACED, GoldItemRow, VoteRow
 
 
 def _project_id(name: str) -> str:
@@ -26,6 +29,7 @@ def on_project_created(session: Session, envelope: events_pb2.EventEnvelope) -> 
         redundancy=event.project.redundancy,
         review_policy=event.project.review_policy,
         min_agreement=event.project.min_agreement,
+        quality=event.project.quality.SerializeToString(deterministic=True),
     )
     if event.HasField("schema"):
         store.put_schema(
@@ -48,6 +52,38 @@ def on_label_schema_published(session: Session, envelope: events_pb2.EventEnvelo
     )
 
 
+def _score_gold(session: Session, events: EventWriter, *, org: str, vote: VoteRow, gold: GoldItemRow) -> None:
+    """A gold answer updates the worker's gold counts and emits WorkerScored; it is never a vote."""
+    correct = scoring.labels_match(pb.Labels.FromString(vote.labels), pb.Labels.FromString(gold.labels))
+    stats = store.worker_stats(
+        session,
+        organization_id=org,
+        project_id=vote.project_id,
+        worker=vote.annotator,
+        worker_organization=vote.annotator_organization,
+    )
+    stats.gold_answered += 1
+    stats.gold_correct += int(correct)
+    project = f"projects/{vote.project_id}"
+    events.emit(
+        session,
+        tenant_id=org,
+        resource_name=project,
+        aggregate_version=stats.gold_answered,
+        payload=events_pb2.WorkerScored(
+            project=project,
+            worker=vote.annotator,
+            worker_organization=vote.annotator_organization,
+            task=vote.task,
+            annotation=vote.annotation,
+            correct=correct,
+            gold_answered=stats.gold_answered,
+            gold_correct=stats.gold_correct,
+            gold_accuracy=beta_accuracy(stats.gold_correct, stats.gold_answered),
+        ),
+    )
+
+
 def make_on_annotation_submitted(events: EventWriter) -> Handler:
     def on_annotation_submitted(session: Session, envelope: events_pb2.EventEnvelope) -> None:
         event = envelope.annotation_submitted
@@ -59,6 +95,26 @@ def make_on_annotation_submitted(events: EventWriter) -> Handler:
         project = store.ensure_project(
             session, organization_id=org, project_id=project_id, redundancy=event.redundancy
         )
+        vote = VoteRow(
+            organization_id=org,
+            project_id=project_id,
+            item=annotation.item,
+            annotation=annotation.name,
+            task=annotation.task,
+            annotator=annotation.annotator,
+            labels=annotation.labels.SerializeToString(deterministic=True),
+            revision=annotation.revision,
+            schema_version=annotation.schema_version,
+            state=ACTIVE,
+            annotator_organization=event.annotator_organization or org,
+            handle_seconds=max(event.handle_seconds, 0.0),
+        )
+        gold = store.find_gold(session, organization_id=org, project_id=project_id, item=annotation.item)
+        if gold is not None:
+            vote.state = GOLD
+            store.add_vote(session, row=vote)
+            _score_gold(session, events, org=org, vote=vote, gold=gold)
+            return
         item = store.ensure_item(
             session,
             organization_id=org,
@@ -71,21 +127,7 @@ def make_on_annotation_submitted(events: EventWriter) -> Handler:
             replaced = store.find_vote(session, organization_id=org, annotation=event.rework_of)
             if replaced is not None and replaced.item == annotation.item:
                 replaced.state = REPLACED
-        store.add_vote(
-            session,
-            row=VoteRow(
-                organization_id=org,
-                project_id=project_id,
-                item=annotation.item,
-                annotation=annotation.name,
-                task=annotation.task,
-                annotator=annotation.annotator,
-                labels=annotation.labels.SerializeToString(deterministic=True),
-                revision=annotation.revision,
-                schema_version=annotation.schema_version,
-                state=ACTIVE,
-            ),
-        )
+        store.add_vote(session, row=vote)
         workflow.settle(session, events, project=project, item=item)
 
     return on_annotation_submitted

@@ -44,8 +44,11 @@ def project_created(
     redundancy: int = 3,
 ) -> events_pb2.EventEnvelope:
     project = tasks_pb2.Project(
-        name="projects/p1", redundancy=redundancy, review_policy=policy, min_agreement=min_agreement
-    )  # type: ignore[arg-type]
+        name="projects/p1",
+        redundancy=redundancy,
+        review_policy=policy,  # type: ignore[arg-type]
+        min_agreement=min_agreement,
+    )
     return envelope(
         org, "projects/p1", project_created=events_pb2.ProjectCreated(project=project, schema=SCHEMA)
     )
