@@ -158,6 +158,23 @@ def _bodies(ids: dict[str, str]) -> dict[str, dict[str, Any]]:
         ":reject": {"annotation": ids["annotation_name"], "reason": "no"},
         "/exports": {"format": "COCO"},
         "/datasetVersions": {"display_name": "stolen"},
+        ":escalate": {"note": "hard"},
+        "/goldItems": {"item": ids["item_name"], "labels": {"classes": ["day"]}},
+        "/grants": {"vendor": "vendors/globex"},
+        "/payRates": {
+            "task_kind": "TASK_KIND_LABEL",
+            "difficulty_tier": 1,
+            "amount_micros": 1,
+            "currency": "USD",
+        },
+        "/bonuses": {
+            "worker": "vendors/globex/workers/w",
+            "amount_micros": 1,
+            "currency": "USD",
+            "reason": "x",
+        },
+        "/workers": {"worker_id": "w", "subject": "user:w", "display_name": "w"},
+        "/workers/{worker}": {"level": 2},
     }
 
 
@@ -228,6 +245,8 @@ def test_every_route_gives_another_organization_404_and_changes_nothing(stack: S
         "review": last(review["name"]),
         "export": last(export["name"]),
         "version": "1",
+        "vendor": "acme",
+        "worker": "nobody",
     }
     stack.wait_idle()
     before = _snapshot(org_a.admin, ids)

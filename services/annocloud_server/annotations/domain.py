@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from datetime import datetime
@@ -9,7 +10,7 @@ from datetime import datetime
 from annocloud.annotations.v1 import annotations_pb2
 from annocloud.tasks.v1 import tasks_pb2
 
-from annocloud_server.common.auth import REVIEWERS
+from annocloud_server.common.auth import REVIEWERS, Principal
 from annocloud_server.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from annocloud_server.common.labels import ItemFacts, validate_structure
 from annocloud_server.common.paging import new_id
@@ -71,3 +72,20 @@ def check_prediction(prediction: annotations_pb2.Prediction) -> None:
 
 def new_etag() -> str:
     return new_id()[:16]
+
+
+def request_key(principal: Principal, tenant: str, request_id: str) -> str:
+    """The idempotency key stored for ``request_id``: as given in the caller's own organization; for
+    a vendor's worker, namespaced by their organization (two vendors may pick the same ids)."""
+    if not request_id or principal.organization_id == tenant:
+        return request_id
+    check_request_id(request_id)
+    digest = hashlib.sha256(f"{principal.organization_id}\n{request_id}".encode()).hexdigest()
+    return f"vendor:{digest}"
+
+
+def handle_seconds(task: tasks_pb2.Task, now: datetime) -> float:
+    """Seconds from the lease to the submit (0 when the lease time is unknown)."""
+    if not task.lease.HasField("lease_time"):
+        return 0.0
+    return max(0.0, (now - task.lease.lease_time.ToDatetime(tzinfo=now.tzinfo)).total_seconds())

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from annocloud_server.annotations import domain, store
 from annocloud_server.annotations.models import AnnotationRow, PredictionRow, RevisionRow
-from annocloud_server.common.auth import LABELERS, MANAGERS, READERS, Authenticator
+from annocloud_server.common.auth import LABELERS, MANAGERS, READERS, Authenticator, worker_identity
 from annocloud_server.common.db import Database
 from annocloud_server.common.errors import Aborted, AlreadyExists, InvalidArgument
 from annocloud_server.common.events import EventWriter
@@ -100,11 +100,16 @@ class AnnotationServicer(annotations_pb2_grpc.AnnotationServiceServicer):
         self, request: pb.SubmitAnnotationRequest, context: grpc.ServicerContext
     ) -> pb.SubmitAnnotationResponse:
         principal = self._auth.require(context, LABELERS)
-        org = principal.organization_id
         project_id, _ = parse_name(request.task, "projects/{}/tasks/{}")
         if not request.lease_id:
             raise InvalidArgument("lease_id is required", reason="LEASE_ID_REQUIRED")
-        done = self._replay(org, SUBMIT, request.request_id)
+        metadata = forwarded_metadata(context)
+        # The task's project decides the tenant: a vendor's worker labels in the granting organization.
+        task, owner = self._tasks.get_task_and_owner(request.task, metadata)
+        org = owner or principal.organization_id
+        annotator = worker_identity(principal, org)
+        request_key = domain.request_key(principal, org, request.request_id)
+        done = self._replay(org, SUBMIT, request_key)
         if done is not None:
             return pb.SubmitAnnotationResponse(annotation=annotation_to_proto(self._load(org, done)))
         with self._db.transaction() as session:
@@ -112,15 +117,13 @@ class AnnotationServicer(annotations_pb2_grpc.AnnotationServiceServicer):
                 raise AlreadyExists(
                     f"task {request.task} already has an annotation", reason="TASK_ALREADY_SUBMITTED"
                 )
-        metadata = forwarded_metadata(context)
-        task = self._tasks.get_task(request.task, metadata)
-        domain.check_lease(task, lease_id=request.lease_id, worker=principal.subject, now=_now())
+        now = _now()
+        domain.check_lease(task, lease_id=request.lease_id, worker=annotator, now=now)
         schema = self._tasks.get_schema(
             organization_id=org, project_id=project_id, version=task.schema_version, metadata=metadata
         )
         facts = domain.item_facts(task)
         validate_labels(request.labels, schema, facts)
-        now = _now()
         row = AnnotationRow(
             organization_id=org,
             project_id=project_id,
@@ -128,11 +131,11 @@ class AnnotationServicer(annotations_pb2_grpc.AnnotationServiceServicer):
             task=request.task,
             item=task.item,
             schema_version=task.schema_version,
-            annotator=principal.subject,
+            annotator=annotator,
             labels=request.labels.SerializeToString(deterministic=True),
             revision=1,
             etag=domain.new_etag(),
-            revised_by=principal.subject,
+            revised_by=annotator,
             create_time=now,
             update_time=now,
             media_type=facts.media_type,
@@ -145,12 +148,12 @@ class AnnotationServicer(annotations_pb2_grpc.AnnotationServiceServicer):
             with self._db.transaction() as session:
                 store.insert_annotation(session, row=row)
                 annotation = annotation_to_proto(row)
-                if request.request_id:
+                if request_key:
                     store.save_request(
                         session,
                         organization_id=org,
                         method=SUBMIT,
-                        request_id=request.request_id,
+                        request_id=request_key,
                         resource_name=annotation.name,
                     )
                 self._events.emit(
@@ -171,11 +174,14 @@ class AnnotationServicer(annotations_pb2_grpc.AnnotationServiceServicer):
                         ),
                         task_kind=task.kind,
                         rework_of=task.rework_of if task.kind == tasks_pb2.TASK_KIND_REWORK else "",
+                        annotator_organization=principal.organization_id,
+                        handle_seconds=domain.handle_seconds(task, now),
+                        difficulty_tier=task.difficulty_tier,
                     ),
                 )
         except IntegrityError:
             # A concurrent submit won the race: the same request (replay it) or another one.
-            done = self._replay(org, SUBMIT, request.request_id)
+            done = self._replay(org, SUBMIT, request_key)
             if done is not None:
                 return pb.SubmitAnnotationResponse(annotation=annotation_to_proto(self._load(org, done)))
             raise AlreadyExists(

@@ -29,7 +29,10 @@ ANNOTATOR = common_pb2.ROLE_ANNOTATOR
 
 MANAGERS = (ADMIN, MANAGER)
 REVIEWERS = (ADMIN, MANAGER, REVIEWER)
-LABELERS = (ADMIN, MANAGER, ANNOTATOR, REVIEWER)
+VENDOR_ADMIN = common_pb2.ROLE_VENDOR_ADMIN
+VENDOR_WORKER = common_pb2.ROLE_VENDOR_WORKER
+EXPERT_REVIEWER = common_pb2.ROLE_EXPERT_REVIEWER
+LABELERS = (ADMIN, MANAGER, ANNOTATOR, REVIEWER, VENDOR_WORKER)
 READERS = (ADMIN, MANAGER, REVIEWER, ANNOTATOR)
 
 
@@ -91,3 +94,12 @@ def require_role(principal: common_pb2.Principal, roles: Sequence[int]) -> None:
 
 def make_principal(organization_id: str, subject: str, roles: Sequence[int]) -> common_pb2.Principal:
     return common_pb2.Principal(organization_id=organization_id, subject=subject, roles=list(roles))  # type: ignore[arg-type]
+
+
+def worker_identity(principal: common_pb2.Principal, project_organization: str) -> str:
+    """Who a worker is inside a project: their subject in their own organization's projects, and
+    ``subject@organization`` in a project granted to their vendor, so that equal subjects of two
+    organizations never share leases, rework or pay."""
+    if not project_organization or principal.organization_id == project_organization:
+        return principal.subject
+    return f"{principal.subject}@{principal.organization_id}"

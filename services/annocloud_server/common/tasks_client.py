@@ -61,14 +61,15 @@ class TasksClient:
                 self._stub_instance = tasks_pb2_grpc.TaskServiceStub(self._connect())
             return self._stub_instance
 
-    def get_task(self, name: str, metadata: Metadata) -> tasks_pb2.Task:
+    def get_task_and_owner(self, name: str, metadata: Metadata) -> tuple[tasks_pb2.Task, str]:
+        """The task as the caller may see it, and the organization that owns its project."""
         try:
             response = self._stub.GetTask(
                 tasks_pb2.GetTaskRequest(name=name), metadata=metadata, timeout=TIMEOUT_SECONDS
             )
         except grpc.RpcError as error:
             raise _translate(error, f"task {name}") from None
-        return response.task
+        return response.task, response.project_organization
 
     def require_project(self, name: str, metadata: Metadata) -> tasks_pb2.Project:
         """The project; NOT_FOUND unless the caller's organization has it (tasks owns projects)."""

@@ -18,6 +18,7 @@ from annocloud_server.gateway.limits import BodyLimitMiddleware
 from annocloud_server.gateway.routes import annotations as annotation_routes
 from annocloud_server.gateway.routes import datasets, exports, health, imports, items, projects, qa, tasks
 from annocloud_server.gateway.routes import versions as version_routes
+from annocloud_server.gateway.routes import workforce as workforce_routes
 from annocloud_server.gateway.settings import GatewaySettings
 from annocloud_server.gateway.state import GatewayState
 
@@ -69,7 +70,17 @@ def create_app(
         HttpMetricsMiddleware, metrics=HttpMetrics(registry), templates=lambda: route_templates(app)
     )
     app.include_router(health.router)
-    for module in (datasets, items, imports, projects, tasks, annotation_routes, qa, exports):
+    for module in (
+        datasets,
+        items,
+        imports,
+        projects,
+        tasks,
+        annotation_routes,
+        qa,
+        exports,
+        workforce_routes,
+    ):
         app.include_router(module.router, prefix="/v1")
     app.include_router(version_routes.router, prefix="/v1")
     return app

@@ -84,3 +84,7 @@ ExportId = Annotated[str, _id("Export id.")]
 SchemaVersion = Annotated[
     str, Path(pattern=r"^(latest|[1-9][0-9]{0,8})$", description="Version or 'latest'.")
 ]
+VendorId = Annotated[
+    str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="Vendor (its organization id).")
+]
+WorkerId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="Worker id.")]

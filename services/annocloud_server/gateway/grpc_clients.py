@@ -18,7 +18,7 @@ from annocloud.common.v1 import common_pb2
 from annocloud.export.v1 import export_pb2_grpc
 from annocloud.ingestion.v1 import ingestion_pb2_grpc
 from annocloud.qa.v1 import qa_pb2_grpc
-from annocloud.tasks.v1 import tasks_pb2_grpc
+from annocloud.tasks.v1 import tasks_pb2_grpc, workforce_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from annocloud_server.common.auth import Authenticator
@@ -49,6 +49,7 @@ class ServiceStubs:
             self.channels = dict.fromkeys(SERVICE_NAMES, channel)
         self.ingestion = ingestion_pb2_grpc.IngestionServiceStub(self.channels["ingestion"])
         self.tasks = tasks_pb2_grpc.TaskServiceStub(self.channels["tasks"])
+        self.workforce = workforce_pb2_grpc.WorkforceServiceStub(self.channels["tasks"])
         self.annotations = annotations_pb2_grpc.AnnotationServiceStub(self.channels["annotations"])
         self.qa = qa_pb2_grpc.QaServiceStub(self.channels["qa"])
         self.export = export_pb2_grpc.ExportServiceStub(self.channels["export"])
@@ -83,6 +84,10 @@ class Clients:
     @property
     def tasks(self) -> tasks_pb2_grpc.TaskServiceStub:
         return self.stubs.tasks
+
+    @property
+    def workforce(self) -> workforce_pb2_grpc.WorkforceServiceStub:
+        return self.stubs.workforce
 
     @property
     def annotations(self) -> annotations_pb2_grpc.AnnotationServiceStub:

@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 
-from annocloud.tasks.v1 import tasks_pb2_grpc
+from annocloud.tasks.v1 import tasks_pb2_grpc, workforce_pb2_grpc
 
 from annocloud_server.common.component import Component, ComponentContext
 from annocloud_server.common.db import Database
@@ -22,6 +22,7 @@ from annocloud_server.tasks import store
 from annocloud_server.tasks.handlers import TaskEventHandlers
 from annocloud_server.tasks.models import Base, inbox, outbox
 from annocloud_server.tasks.servicer import TaskServicer
+from annocloud_server.tasks.workforce_servicer import WorkforceServicer
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def create_component(ctx: ComponentContext) -> Component:
     db.create_tables(Base.metadata)
     writer = EventWriter(outbox, TOPIC_TASKS, ctx.on_outbox_commit)
     servicer = TaskServicer(db, writer, ctx.authenticator)
+    workforce_servicer = WorkforceServicer(db, writer, ctx.authenticator)
     handlers = TaskEventHandlers(writer)
     return Component(
         name="tasks",
@@ -93,7 +95,13 @@ def create_component(ctx: ComponentContext) -> Component:
             ServiceRegistration(
                 "annocloud.tasks.v1.TaskService",
                 lambda server: tasks_pb2_grpc.add_TaskServiceServicer_to_server(servicer, server),
-            )
+            ),
+            ServiceRegistration(
+                "annocloud.tasks.v1.WorkforceService",
+                lambda server: workforce_pb2_grpc.add_WorkforceServiceServicer_to_server(
+                    workforce_servicer, server
+                ),
+            ),
         ],
         topics=[TOPIC_INGESTION, TOPIC_ANNOTATIONS, TOPIC_QA],
         handlers=handlers.by_event_type(),

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from annocloud.tasks.v1 import tasks_pb2
+from annocloud.tasks.v1 import workforce_pb2 as wpb
 
-from annocloud_server.tasks import models
+from annocloud_server.tasks import models, workforce
 from annocloud_server.tasks.domain import (
     AttributeSpec,
     ClassSpec,
@@ -128,6 +129,8 @@ def project_to_proto(
         review_policy=row.review_policy,  # type: ignore[arg-type]
         min_agreement=row.min_agreement,
         task_counts=tasks_pb2.TaskCounts(queued=counts[0], leased=counts[1], completed=counts[2]),
+        quality=tasks_pb2.QualitySettings.FromString(row.quality or b""),
+        organization=row.organization_id,
     )
     message.create_time.FromDatetime(as_utc(row.create_time))
     return message
@@ -155,10 +158,153 @@ def task_to_proto(row: models.Task, now: datetime | None = None) -> tasks_pb2.Ta
         rework_of=row.rework_of,
         rework_reason=row.rework_reason,
         completed_by=row.completed_by,
+        difficulty_tier=row.difficulty_tier or 1,
+        completed_by_organization=row.completed_by_org or "",
     )
     if state == TaskState.LEASED and expire is not None:
         message.lease.lease_id = row.lease_id or ""
         message.lease.worker = row.lease_worker or ""
+        message.lease.worker_organization = row.lease_worker_org or ""
         message.lease.expire_time.FromDatetime(expire)
+        if row.lease_time is not None:
+            message.lease.lease_time.FromDatetime(as_utc(row.lease_time))
+    message.create_time.FromDatetime(as_utc(row.create_time))
+    return message
+
+
+# --- quality settings and the workforce -----------------------------------------------------------
+
+
+def quality_from_proto(message: tasks_pb2.QualitySettings) -> workforce.QualitySpec:
+    overlap = None
+    if message.HasField("dynamic_overlap"):
+        o = message.dynamic_overlap
+        overlap = workforce.Overlap(o.min_labels, o.max_labels, o.confidence_threshold)
+    return workforce.QualitySpec(
+        review_stages=[int(s) for s in message.review_stages],
+        audit_rate=message.audit_rate,
+        error_taxonomy=[(e.code, e.description) for e in message.error_taxonomy],
+        overlap=overlap,
+        gold_rate=message.gold_rate,
+        qualification_gold_tasks=message.qualification_gold_tasks,
+        min_worker_accuracy=message.min_worker_accuracy,
+        aggregation=int(message.aggregation),
+        language=message.language,
+    )
+
+
+def quality_to_proto(spec: workforce.QualitySpec) -> tasks_pb2.QualitySettings:
+    message = tasks_pb2.QualitySettings(
+        review_stages=spec.review_stages,  # type: ignore[arg-type]
+        audit_rate=spec.audit_rate,
+        error_taxonomy=[tasks_pb2.ErrorCode(code=c, description=d) for c, d in spec.error_taxonomy],
+        gold_rate=spec.gold_rate,
+        qualification_gold_tasks=spec.qualification_gold_tasks,
+        min_worker_accuracy=spec.min_worker_accuracy,
+        aggregation=spec.aggregation or tasks_pb2.AGGREGATION_METHOD_WEIGHTED,  # type: ignore[arg-type]
+        language=spec.language,
+    )
+    if spec.overlap is not None:
+        message.dynamic_overlap.CopyFrom(
+            tasks_pb2.DynamicOverlap(
+                min_labels=spec.overlap.min_labels,
+                max_labels=spec.overlap.max_labels,
+                confidence_threshold=spec.overlap.confidence_threshold,
+            )
+        )
+    return message
+
+
+def skills_of(row: models.Worker) -> workforce.SkillSet:
+    skills = wpb.Skills.FromString(row.skills)
+    return workforce.SkillSet(
+        [int(m) for m in skills.media_types], [int(k) for k in skills.object_kinds], list(skills.languages)
+    )
+
+
+def vendor_to_proto(row: models.Vendor) -> wpb.Vendor:
+    message = wpb.Vendor(name=f"vendors/{row.organization_id}", display_name=row.display_name)
+    message.create_time.FromDatetime(as_utc(row.create_time))
+    return message
+
+
+def worker_to_proto(row: models.Worker, gold_answered: int, gold_correct: int) -> wpb.Worker:
+    message = wpb.Worker(
+        name=f"vendors/{row.organization_id}/workers/{row.worker_id}",
+        subject=row.subject,
+        display_name=row.display_name,
+        skills=wpb.Skills.FromString(row.skills),
+        level=row.level,
+        state=row.state,  # type: ignore[arg-type]
+        gold_answered=gold_answered,
+        gold_correct=gold_correct,
+        gold_accuracy=workforce.gold_accuracy(gold_correct, gold_answered),
+    )
+    message.create_time.FromDatetime(as_utc(row.create_time))
+    return message
+
+
+def grant_to_proto(row: models.Grant) -> wpb.Grant:
+    message = wpb.Grant(
+        name=f"projects/{row.project_id}/grants/{row.vendor_id}",
+        vendor=f"vendors/{row.vendor_id}",
+        min_level=row.min_level,
+        granted_by=row.granted_by,
+    )
+    message.create_time.FromDatetime(as_utc(row.create_time))
+    return message
+
+
+def rate_of(row: models.PayRate) -> workforce.Rate:
+    return workforce.Rate(
+        rate_id=row.rate_id,
+        task_kind=row.task_kind,
+        tier=row.difficulty_tier,
+        amount_micros=row.amount_micros,
+        currency=row.currency,
+        effective_time=as_utc(row.effective_time),
+        superseded_time=as_utc(row.superseded_time) if row.superseded_time is not None else None,
+    )
+
+
+def pay_rate_to_proto(row: models.PayRate) -> wpb.PayRate:
+    message = wpb.PayRate(
+        name=f"projects/{row.project_id}/payRates/{row.rate_id}",
+        task_kind=row.task_kind,  # type: ignore[arg-type]
+        difficulty_tier=row.difficulty_tier,
+        amount_micros=row.amount_micros,
+        currency=row.currency,
+    )
+    message.effective_time.FromDatetime(as_utc(row.effective_time))
+    if row.superseded_time is not None:
+        message.superseded_time.FromDatetime(as_utc(row.superseded_time))
+    return message
+
+
+def entry_of(row: models.LedgerEntry) -> workforce.Entry:
+    return workforce.Entry(
+        kind=row.kind,
+        task_id=row.task_id,
+        round=row.round,
+        task_kind=row.task_kind,
+        tier=row.difficulty_tier,
+        amount_micros=row.amount_micros,
+        rate_id=row.rate_id,
+        work_time=as_utc(row.work_time),
+    )
+
+
+def ledger_entry_to_proto(row: models.LedgerEntry) -> wpb.LedgerEntry:
+    message = wpb.LedgerEntry(
+        name=f"projects/{row.project_id}/ledgerEntries/{row.entry_id}",
+        kind=row.kind,  # type: ignore[arg-type]
+        vendor=f"vendors/{row.vendor_id}",
+        worker=row.worker,
+        task=task_name(row.project_id, row.task_id) if row.task_id else "",
+        amount_micros=row.amount_micros,
+        currency=row.currency,
+        pay_rate=f"projects/{row.project_id}/payRates/{row.rate_id}" if row.rate_id else "",
+        reason=row.reason,
+    )
     message.create_time.FromDatetime(as_utc(row.create_time))
     return message

@@ -7,20 +7,21 @@ handed in, in the same transaction.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from annocloud.events.v1 import events_pb2
 from annocloud.tasks.v1 import tasks_pb2
-from sqlalchemy import Select, and_, bindparam, case, delete, exists, func, or_, select, text
+from sqlalchemy import Select, and_, bindparam, case, delete, exists, func, or_, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
 from annocloud_server.common.errors import Aborted, NotFound
 from annocloud_server.common.events import EventWriter
 from annocloud_server.common.paging import new_id
-from annocloud_server.tasks import convert
+from annocloud_server.tasks import convert, workforce
 from annocloud_server.tasks.domain import (
     LABEL_PRIORITY,
     REWORK_PRIORITY,
@@ -34,6 +35,8 @@ from annocloud_server.tasks.domain import (
 )
 from annocloud_server.tasks.models import (
     CatalogItem,
+    GoldItem,
+    ItemDifficulty,
     ItemWorker,
     LabelSchema,
     Project,
@@ -69,6 +72,12 @@ def get_project(session: Session, *, organization_id: str, project_id: str) -> P
     if row is None:
         raise NotFound(f"project projects/{project_id} not found", reason="PROJECT_NOT_FOUND")
     return row
+
+
+def find_project(session: Session, *, organization_id: str, project_id: str) -> Project | None:
+    return session.execute(
+        select(Project).where(Project.organization_id == organization_id, Project.project_id == project_id)
+    ).scalar_one_or_none()
 
 
 def project_dataset_ids(session: Session, *, project_ids: Sequence[str]) -> dict[str, list[str]]:
@@ -120,6 +129,7 @@ def create_project(
     spec: ProjectSpec,
     schema: SchemaSpec,
     request_id: str,
+    quality: workforce.QualitySpec | None = None,
 ) -> Project:
     """Project + schema v1 + ProjectCreated (+ tasks for known items of its datasets); idempotent."""
     if request_id:
@@ -137,6 +147,9 @@ def create_project(
         schema_version=1,
         version=1,
         create_time=now,
+        quality=convert.quality_to_proto(quality or workforce.QualitySpec()).SerializeToString(
+            deterministic=True
+        ),
     )
     schema_row = LabelSchema(
         project_id=project.project_id,
@@ -280,7 +293,15 @@ def list_label_schemas(
 # --- task creation --------------------------------------------------------------------------------
 
 
-def _new_task(project: Project, facts: ItemFacts, *, slot: int, now: datetime) -> Task:
+def initial_labels(project: Project) -> int:
+    """LABEL tasks per item up front: dynamic overlap starts with min_labels."""
+    quality = tasks_pb2.QualitySettings.FromString(project.quality or b"")
+    if quality.HasField("dynamic_overlap") and quality.dynamic_overlap.min_labels > 0:
+        return quality.dynamic_overlap.min_labels
+    return project.redundancy
+
+
+def _new_task(project: Project, facts: ItemFacts, *, slot: int, now: datetime, tier: int = 1) -> Task:
     return Task(
         task_id=new_id(),
         organization_id=project.organization_id,
@@ -297,12 +318,15 @@ def _new_task(project: Project, facts: ItemFacts, *, slot: int, now: datetime) -
         item_width=facts.width,
         item_height=facts.height,
         item_text=facts.text,
-        redundancy=project.redundancy,
+        redundancy=initial_labels(project),
         rework_of="",
         rework_reason="",
         completed_by="",
         version=1,
         create_time=now,
+        difficulty_tier=tier,
+        is_gold=False,
+        completed_by_org="",
     )
 
 
@@ -350,17 +374,155 @@ def _existing_label_slots(session: Session, *, project_id: str, items: Sequence[
 def _create_label_tasks(
     session: Session, writer: EventWriter, *, project: Project, items: list[ItemFacts]
 ) -> int:
-    """The missing LABEL tasks (slots 1..redundancy) of ``items``; returns how many were created."""
-    existing = _existing_label_slots(session, project_id=project.project_id, items=[f.item for f in items])
+    """The missing LABEL tasks (slots 1..initial labels) of ``items``, none for gold items; returns
+    how many were created."""
+    names = [f.item for f in items]
+    existing = _existing_label_slots(session, project_id=project.project_id, items=names)
+    gold = _gold_items(session, project_id=project.project_id, items=names)
     now = utcnow()
+    wanted = initial_labels(project)
     tasks = [
         _new_task(project, facts, slot=slot, now=now)
         for facts in items
-        for slot in range(1, project.redundancy + 1)
+        if facts.item not in gold
+        for slot in range(1, wanted + 1)
         if (facts.item, slot) not in existing
     ]
     _emit_created(session, writer, tasks)
     return len(tasks)
+
+
+def _gold_items(session: Session, *, project_id: str, items: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(items), 500):
+        found.update(
+            session.execute(
+                select(GoldItem.item).where(
+                    GoldItem.project_id == project_id, GoldItem.item.in_(list(items[start : start + 500]))
+                )
+            ).scalars()
+        )
+    return found
+
+
+def _item_tier(session: Session, *, project_id: str, item: str) -> int:
+    row = session.get(ItemDifficulty, (project_id, item))
+    return row.tier if row is not None else 1
+
+
+def add_label_tasks(
+    session: Session, writer: EventWriter, *, project: Project, facts: ItemFacts, labels_wanted: int
+) -> int:
+    """Dynamic overlap asked for more labels: LABEL tasks until the item has ``labels_wanted``
+    (idempotent: existing LABEL tasks of the item count, whatever their state)."""
+    slots = set(
+        session.execute(
+            select(Task.slot).where(
+                Task.project_id == project.project_id,
+                Task.item == facts.item,
+                Task.kind == TaskKind.LABEL,
+                Task.is_gold.is_(False),
+            )
+        ).scalars()
+    )
+    missing = min(labels_wanted, workforce_max_labels(project)) - len(slots)
+    if missing <= 0:
+        return 0
+    now = utcnow()
+    tier = _item_tier(session, project_id=project.project_id, item=facts.item)
+    start = max(slots, default=0) + 1
+    tasks = [_new_task(project, facts, slot=start + i, now=now, tier=tier) for i in range(missing)]
+    for task in tasks:
+        task.redundancy = labels_wanted
+    _emit_created(session, writer, tasks)
+    return len(tasks)
+
+
+def workforce_max_labels(project: Project) -> int:
+    quality = tasks_pb2.QualitySettings.FromString(project.quality or b"")
+    if quality.HasField("dynamic_overlap") and quality.dynamic_overlap.max_labels > 0:
+        return quality.dynamic_overlap.max_labels
+    return project.redundancy
+
+
+def cancel_open_label_tasks(session: Session, *, project_id: str, item: str) -> int:
+    """The item needs no more labels (accepted early, or became gold): its queued LABEL tasks and
+    lapsed leases are cancelled; live leases may still be submitted."""
+    now = utcnow()
+    rows = list(
+        session.execute(
+            select(Task).where(
+                Task.project_id == project_id,
+                Task.item == item,
+                Task.kind == TaskKind.LABEL,
+                or_(
+                    Task.state == TaskState.QUEUED,
+                    and_(Task.state == TaskState.LEASED, Task.lease_expire_time <= now),
+                ),
+            )
+        ).scalars()
+    )
+    for task in rows:
+        _return_to_queue(session, task)
+        task.state = TaskState.CANCELLED
+        task.version += 1
+    return len(rows)
+
+
+def set_item_difficulty(
+    session: Session, *, organization_id: str, project_id: str, item: str, difficulty: float, source: str
+) -> int:
+    """Records the item's difficulty; its waiting tasks move up to the new tier (never down).
+    Returns the tier."""
+    tier = workforce.tier_for_difficulty(difficulty)
+    row = session.get(ItemDifficulty, (project_id, item))
+    if row is None:
+        row = ItemDifficulty(
+            project_id=project_id,
+            item=item,
+            organization_id=organization_id,
+            tier=tier,
+            difficulty=difficulty,
+            source=source[:256],
+        )
+        session.add(row)
+    elif tier > row.tier:
+        row.tier, row.difficulty, row.source = tier, difficulty, source[:256]
+    session.execute(
+        update(Task)
+        .where(
+            Task.project_id == project_id,
+            Task.item == item,
+            Task.state.in_([TaskState.QUEUED, TaskState.LEASED]),
+            Task.difficulty_tier < row.tier,
+            Task.is_gold.is_(False),
+        )
+        .values(difficulty_tier=row.tier)
+    )
+    return row.tier
+
+
+def add_gold_item(session: Session, *, organization_id: str, project_id: str, item: str) -> bool:
+    """Marks the item as gold in the project (its waiting LABEL tasks are cancelled)."""
+    if (
+        session.execute(
+            select(Project.project_id).where(
+                Project.organization_id == organization_id, Project.project_id == project_id
+            )
+        ).first()
+        is None
+    ):
+        return False
+    if session.get(GoldItem, (project_id, item)) is None:
+        count = session.execute(
+            select(func.count()).select_from(GoldItem).where(GoldItem.project_id == project_id)
+        ).scalar_one()
+        session.add(
+            GoldItem(project_id=project_id, item=item, organization_id=organization_id, seq=int(count) + 1)
+        )
+        session.flush()
+    cancel_open_label_tasks(session, project_id=project_id, item=item)
+    return True
 
 
 def _advisory_xact_lock(session: Session, scope: str, key: str) -> None:
@@ -528,6 +690,10 @@ def create_rework_task(
 # --- tasks and leases -----------------------------------------------------------------------------
 
 
+def task_not_found(project_id: str, task_id: str) -> NotFound:
+    return NotFound(f"task projects/{project_id}/tasks/{task_id} not found", reason="TASK_NOT_FOUND")
+
+
 def get_task(session: Session, *, organization_id: str, project_id: str, task_id: str) -> Task:
     row = session.execute(
         select(Task).where(
@@ -535,7 +701,7 @@ def get_task(session: Session, *, organization_id: str, project_id: str, task_id
         )
     ).scalar_one_or_none()
     if row is None:
-        raise NotFound(f"task projects/{project_id}/tasks/{task_id} not found", reason="TASK_NOT_FOUND")
+        raise task_not_found(project_id, task_id)
     return row
 
 
@@ -548,10 +714,25 @@ def list_tasks(
     limit: int,
     after_seq: int | None,
     now: datetime,
+    worker: str | None = None,
+    worker_org: str | None = None,
 ) -> tuple[list[Task], int | None]:
-    """Creation order; ``state`` filters as clients see states (an expired lease is QUEUED)."""
+    """Creation order; ``state`` filters as clients see states (an expired lease is QUEUED).
+    ``worker`` keeps only that worker's tasks, ``worker_org`` only that organization's workers'."""
     get_project(session, organization_id=organization_id, project_id=project_id)
     stmt = select(Task).where(Task.organization_id == organization_id, Task.project_id == project_id)
+    if worker is not None:
+        stmt = stmt.where(
+            or_(Task.lease_worker == worker, Task.completed_by == worker, Task.assigned_worker == worker)
+        )
+    if worker_org is not None:  # a vendor's share: what its workers hold, did or must redo
+        stmt = stmt.where(
+            or_(
+                Task.lease_worker_org == worker_org,
+                Task.completed_by_org == worker_org,
+                Task.assigned_worker.endswith(f"@{worker_org}", autoescape=True),
+            )
+        )
     live_lease = and_(Task.state == TaskState.LEASED, Task.lease_expire_time > now)
     if state == TaskState.QUEUED:
         stmt = stmt.where(
@@ -569,14 +750,23 @@ def list_tasks(
     return rows, None
 
 
-def _pick_statement(*, lapsed: bool) -> Select[tuple[Task]]:
-    """Best task of one pool for a worker, built once with bind parameters (LeaseNextTask is hot)."""
+def _pick_statement(*, lapsed: bool, media_restricted: bool) -> Select[tuple[Task]]:
+    """Best task of one pool for a worker, built once with bind parameters (LeaseNextTask is hot):
+    open LABEL tasks of items the worker never had, up to their level's tier (and media skills),
+    or their own REWORK."""
     worker: BindParameter[str] = bindparam("worker")
     already_had_item = exists().where(
         ItemWorker.project_id == Task.project_id, ItemWorker.item == Task.item, ItemWorker.worker == worker
     )
     own_rework = and_(Task.kind == TaskKind.REWORK, Task.assigned_worker == worker)
-    open_label = and_(Task.kind == TaskKind.LABEL, Task.assigned_worker == "", ~already_had_item)
+    open_label = and_(
+        Task.kind == TaskKind.LABEL,
+        Task.assigned_worker == "",
+        ~already_had_item,
+        Task.difficulty_tier <= bindparam("max_tier"),
+    )
+    if media_restricted:
+        open_label = and_(open_label, Task.media_type.in_(bindparam("media_types", expanding=True)))
     stmt = select(Task).where(
         Task.organization_id == bindparam("organization_id"),
         Task.project_id == bindparam("project_id"),
@@ -589,8 +779,12 @@ def _pick_statement(*, lapsed: bool) -> Select[tuple[Task]]:
     return stmt.order_by(Task.priority.desc(), Task.seq).limit(1).with_for_update(skip_locked=True, of=Task)
 
 
-_PICK_QUEUED = _pick_statement(lapsed=False)
-_PICK_LAPSED = _pick_statement(lapsed=True)
+_PICKS = {
+    (lapsed, media): _pick_statement(lapsed=lapsed, media_restricted=media)
+    for lapsed in (False, True)
+    for media in (False, True)
+}
+EVERYONE = workforce.Eligibility(max_tier=workforce.MAX_TIER, media_types=None, gold_only=False)
 
 
 def _return_to_queue(session: Session, task: Task) -> str:
@@ -607,6 +801,8 @@ def _return_to_queue(session: Session, task: Task) -> str:
     task.state = TaskState.QUEUED
     task.lease_id = None
     task.lease_worker = None
+    task.lease_worker_org = None
+    task.lease_time = None
     task.lease_expire_time = None
     return previous
 
@@ -632,17 +828,41 @@ def lease_next_task(
     worker: str,
     duration: timedelta,
     now: datetime,
+    worker_org: str = "",
+    eligibility: workforce.Eligibility = EVERYONE,
+    gold_rate: float = 0.0,
 ) -> Task:
-    """Leases the best task for ``worker``; reclaims a lapsed lease (TaskExpired) when it is the best."""
-    get_project(session, organization_id=organization_id, project_id=project_id)
+    """Leases the best task for ``worker``; reclaims a lapsed lease (TaskExpired) when it is the best.
+
+    ``organization_id`` owns the project; ``worker_org`` is the worker's own (a vendor's, or the
+    same). A worker still qualifying gets only gold tasks; others get one with ``gold_rate``.
+    """
+    project = get_project(session, organization_id=organization_id, project_id=project_id)
     # One worker's concurrent leases in a project take turns (PostgreSQL), so the later one sees
     # the item the earlier one took instead of failing on its item_workers row.
     _advisory_xact_lock(session, "annocloud.tasks.lease", f"{project_id}/{worker}")
-    params = {"organization_id": organization_id, "project_id": project_id, "worker": worker, "now": now}
-    queued = session.execute(_PICK_QUEUED, params).scalar_one_or_none()
-    lapsed = session.execute(_PICK_LAPSED, params).scalar_one_or_none()
-    keys = [(t.priority, t.seq) if t is not None else None for t in (queued, lapsed)]
-    task = (queued, lapsed)[pick_better(keys[0], keys[1])]
+    task: Task | None = None
+    if eligibility.gold_only or (gold_rate > 0 and secrets.randbelow(1_000_000) < gold_rate * 1_000_000):
+        task = _gold_task_for(session, writer, project=project, worker=worker, now=now)
+        if task is None and eligibility.gold_only:
+            raise NotFound(
+                "no qualification (gold) task is left for you in this project", reason="NO_TASK_AVAILABLE"
+            )
+    if task is None:
+        params: dict[str, object] = {
+            "organization_id": organization_id,
+            "project_id": project_id,
+            "worker": worker,
+            "now": now,
+            "max_tier": eligibility.max_tier,
+        }
+        media = eligibility.media_types is not None
+        if media:
+            params["media_types"] = list(eligibility.media_types or ())
+        queued = session.execute(_PICKS[(False, media)], params).scalar_one_or_none()
+        lapsed = session.execute(_PICKS[(True, media)], params).scalar_one_or_none()
+        keys = [(t.priority, t.seq) if t is not None else None for t in (queued, lapsed)]
+        task = (queued, lapsed)[pick_better(keys[0], keys[1])]
     if task is None:
         raise NotFound("no task is available for you in this project right now", reason="NO_TASK_AVAILABLE")
     if task.state == TaskState.LEASED:
@@ -650,6 +870,8 @@ def lease_next_task(
     task.state = TaskState.LEASED
     task.lease_id = new_id()
     task.lease_worker = worker
+    task.lease_worker_org = worker_org or organization_id
+    task.lease_time = now
     task.lease_expire_time = now + duration
     task.version += 1
     # A LABEL task is only picked when the worker has no row for its item; rework keeps its row.
@@ -664,6 +886,35 @@ def lease_next_task(
         aggregate_version=task.version,
         payload=events_pb2.TaskLeased(task=convert.task_to_proto(task, now)),
     )
+    return task
+
+
+def _gold_task_for(
+    session: Session, writer: EventWriter, *, project: Project, worker: str, now: datetime
+) -> Task | None:
+    """A new task on a gold item the worker never had (it looks like any LABEL task), or None."""
+    already_had = exists().where(
+        ItemWorker.project_id == GoldItem.project_id,
+        ItemWorker.item == GoldItem.item,
+        ItemWorker.worker == worker,
+    )
+    item = session.execute(
+        select(GoldItem.item)
+        .where(GoldItem.project_id == project.project_id, ~already_had)
+        .order_by(GoldItem.seq)
+        .limit(1)
+    ).scalar_one_or_none()
+    if item is None:
+        return None
+    facts = _known_facts(
+        session, organization_id=project.organization_id, item=item, original=None
+    ) or ItemFacts(item)
+    lowest = session.execute(
+        select(func.min(Task.slot)).where(Task.project_id == project.project_id, Task.item == item)
+    ).scalar_one_or_none()
+    task = _new_task(project, facts, slot=min(int(lowest or 0), 0) - 1, now=now)
+    task.is_gold = True
+    _emit_created(session, writer, [task])
     return task
 
 
@@ -764,6 +1015,8 @@ def complete_task(
     task_id: str,
     annotator: str,
     annotation: str,
+    annotator_org: str = "",
+    now: datetime | None = None,
 ) -> Task | None:
     """Marks the task COMPLETED by ``annotator`` with TaskCompleted; a no-op when already completed."""
     task = session.execute(
@@ -775,6 +1028,8 @@ def complete_task(
         return task
     task.state = TaskState.COMPLETED
     task.completed_by = annotator
+    task.completed_by_org = annotator_org or task.lease_worker_org or organization_id
+    task.completed_time = now or utcnow()
     task.lease_id = None
     task.lease_worker = None
     task.lease_expire_time = None

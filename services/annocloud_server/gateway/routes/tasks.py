@@ -52,7 +52,7 @@ def list_tasks(
 def get_task(clients: ClientsDep, project: ProjectId, task: TaskId) -> dict[str, Any]:
     """Gets a task."""
     request = tasks_pb2.GetTaskRequest(name=f"projects/{project}/tasks/{task}")
-    return unwrap(clients.read(clients.tasks.GetTask, request))
+    return to_dict(clients.read(clients.tasks.GetTask, request).task)
 
 
 @router.post("/projects/{project}/tasks:leaseNext")
