@@ -8,7 +8,7 @@ PORT ?= 8080
 GRPC_PORT ?= 50051
 
 .PHONY: help install install-infra run test test-unit test-integration test-e2e test-cluster test-chaos \
-	lint format typecheck protos protos-check bench bench-cluster infra-up infra-down stack-up stack-down clean
+	lint format typecheck protos protos-check bench bench-cluster bench-crowd infra-up infra-down stack-up stack-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -83,6 +83,10 @@ bench: install ## embedded-default benchmarks; figures land in bench/README.md
 
 bench-cluster: install install-infra ## relay events/s and submit->QA latency, cluster vs embedded (bench/README.md)
 	$(PY) bench/cluster_bench.py
+
+bench-crowd: install ## crowd simulation (aggregation, box fusion) and dynamic vs fixed overlap (bench/README.md)
+	$(PY) bench/crowd_bench.py
+	$(PY) bench/overlap_bench.py
 
 clean: ## remove local data and caches (keeps .venv and tools)
 	rm -rf $(DATA_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -17,19 +17,17 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from annocloud_server.modelassist.heads import committee_probabilities, fit_committee, fit_head
 from annocloud_server.modelassist.sampling import ColdStart, Strategy, cold_start, rank
 from numpy.typing import NDArray
+from readme_section import write_section
 from sklearn.datasets import load_digits
 
-README = Path(__file__).with_name("README.md")
 BEGIN, END = "<!-- active-learning-bench:begin -->", "<!-- active-learning-bench:end -->"
 N_CLASSES = 10
 TARGET_FRACTIONS = (0.90, 0.95)
@@ -233,14 +231,7 @@ Mean test accuracy along the curve:
 
 
 def write_readme(section: str) -> None:
-    text = README.read_text()
-    if BEGIN in text:
-        before, rest = text.split(BEGIN, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    README.write_text(text)
-    print(f"wrote {README}", file=sys.stderr)
+    write_section(section, begin=BEGIN, end=END)
 
 
 if __name__ == "__main__":

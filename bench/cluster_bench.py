@@ -35,9 +35,9 @@ from sqlalchemy import MetaData
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "chaos"))
 
+from readme_section import write_section  # noqa: E402
 from workload import Workload, WorkloadResult  # noqa: E402
 
-README = Path(__file__).with_name("README.md")
 BEGIN, END = "<!-- cluster-bench:begin -->", "<!-- cluster-bench:end -->"
 
 
@@ -234,13 +234,7 @@ embedded = `start_embedded` (SQLite + the in-process log). Clients: 8 annotator 
 | same, max | {lc["max_ms"]:.0f} ms | {le["max_ms"]:.0f} ms |
 | annotations submitted per second (lease + submit, 8 workers) | {lc["submits_per_second"]:.0f} /s | {le["submits_per_second"]:.0f} /s |
 {END}"""
-    text = README.read_text() if README.exists() else "# Benchmarks\n\n"
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    README.write_text(text)
-    print(f"wrote {README}", file=sys.stderr)
+    write_section(section, begin=BEGIN, end=END)
 
 
 if __name__ == "__main__":

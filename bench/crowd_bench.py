@@ -50,9 +50,12 @@ import numpy as np
 from annocloud_server.crowd.classes import Posterior, dawid_skene, glad, mace, majority_vote, one_coin
 from annocloud_server.crowd.geometry import Box, FusedBox, average_boxes, fuse_boxes, iou, worker_box_quality
 from numpy.typing import NDArray
+from readme_section import Tee, write_section
 from scipy.optimize import linear_sum_assignment
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
+
+BEGIN, END = "<!-- crowd-bench:begin -->", "<!-- crowd-bench:end -->"
 
 POOL = 40
 N_CLASSES = 10
@@ -299,6 +302,8 @@ def main() -> int:
     elapsed = time.perf_counter() - started
 
     command = ".venv/bin/python bench/crowd_bench.py" + (" --quick" if args.quick else "")
+    tee = Tee().start()
+    print("## Crowd simulation: aggregation under spammers (issue #5)\n")
     print(
         f"Command: `{command}`, {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{time.strftime('%Y-%m-%d')}, {elapsed:.0f} s; seeds {seeds}, {len(y)} digits, {n_scenes} scenes, "
@@ -342,6 +347,9 @@ def main() -> int:
         "\nCheck at 30% spammers (k = 3 and 5): "
         + ("PASS" if not failures else "FAIL: " + "; ".join(failures))
     )
+    report = tee.stop()
+    if not args.quick:
+        write_section(f"{BEGIN}\n{report.rstrip()}\n{END}", begin=BEGIN, end=END)
     if args.json:
         payload = {
             "command": command,

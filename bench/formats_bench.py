@@ -24,7 +24,8 @@ from datetime import date
 from pathlib import Path
 from typing import IO, Any, cast
 
-README = Path(__file__).with_name("README.md")
+from readme_section import write_section
+
 BEGIN, END = "<!-- formats-bench:begin -->", "<!-- formats-bench:end -->"
 BOXES_PER_IMAGE = 10
 FORMATS = ("coco", "yolo")
@@ -149,13 +150,7 @@ def write_readme(rows: list[tuple[str, str, int, dict[str, Any]]], command: str)
         "The YOLO importer reads label files one by one (it keeps the archive's directory, ~1 per image).",
         END,
     ]
-    text = README.read_text()
-    block = "\n".join(lines)
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    README.write_text(text)
+    write_section("\n".join(lines), begin=BEGIN, end=END)
 
 
 def main() -> int:

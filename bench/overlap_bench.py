@@ -39,7 +39,10 @@ from annocloud_server.crowd.classes import item_posterior, majority_vote, one_co
 from annocloud_server.crowd.overlap import OverlapPolicy, Step, next_step
 from annocloud_server.crowd.quality import beta_accuracy
 from numpy.typing import NDArray
+from readme_section import Tee, write_section
 from sklearn.datasets import load_digits
+
+BEGIN, END = "<!-- overlap-bench:begin -->", "<!-- overlap-bench:end -->"
 
 SPAM_SHARES = (0.1, 0.3)
 THRESHOLDS = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
@@ -157,6 +160,8 @@ def main() -> None:
     elapsed = time.perf_counter() - started
 
     command = ".venv/bin/python bench/overlap_bench.py" + (" --quick" if args.quick else "")
+    tee = Tee().start()
+    print("## Dynamic vs fixed overlap: labels per item at the same accuracy (issue #5)\n")
     print(
         f"Command: `{command}`, {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{time.strftime('%Y-%m-%d')}, {elapsed:.0f} s; seeds {seeds}, {len(y)} digits, pool {cb.POOL}, "
@@ -191,6 +196,9 @@ def main() -> None:
                 f"{f'{k_oc:.2f}' if k_oc else '> 7'} | {saving} |"
             )
         print()
+    report = tee.stop()
+    if not args.quick:
+        write_section(f"{BEGIN}\n{report.rstrip()}\n{END}", begin=BEGIN, end=END)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(

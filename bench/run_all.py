@@ -12,7 +12,6 @@ import io
 import platform
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -29,8 +28,8 @@ from annocloud.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from annocloud_server.common.auth import ADMIN, ANNOTATOR, Authenticator, make_principal
 from annocloud_server.embedded import EmbeddedStack, load_or_create_secret, start_embedded
 from PIL import Image
+from readme_section import write_section
 
-README = Path(__file__).with_name("README.md")
 BEGIN, END = "<!-- embedded-bench:begin -->", "<!-- embedded-bench:end -->"
 
 
@@ -290,14 +289,7 @@ Everything in one process (`start_embedded`), clients over real gRPC on 127.0.0.
 | export of {int(export["annotations"]):,} box annotations: COCO | {export["coco_seconds"]:.2f} s (request → DONE) |
 | export of {int(export["annotations"]):,} box annotations: YOLO | {export["yolo_seconds"]:.2f} s |
 {END}"""
-    text = README.read_text() if README.exists() else "# Benchmarks\n\n"
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    README.write_text(text)
-    print(f"wrote {README}", file=sys.stderr)
+    write_section(section, begin=BEGIN, end=END)
 
 
 if __name__ == "__main__":
