@@ -24,17 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n annocloud/common/v1/common.proto\x12\x13\x61nnocloud.common.v1\"_\n\tPrincipal\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12(\n\x05roles\x18\x03 \x03(\x0e\x32\x19.annocloud.common.v1.Role*\xd6\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x12\n\x0eROLE_ORG_ADMIN\x10\x01\x12\x18\n\x14ROLE_PROJECT_MANAGER\x10\x02\x12\x11\n\rROLE_REVIEWER\x10\x03\x12\x12\n\x0eROLE_ANNOTATOR\x10\x04\x12\x15\n\x11ROLE_VENDOR_ADMIN\x10\x05\x12\x16\n\x12ROLE_VENDOR_WORKER\x10\x06\x12\x1a\n\x16ROLE_PLATFORM_OPERATOR\x10\x07\x12\x18\n\x14ROLE_EXPERT_REVIEWER\x10\x08*R\n\tMediaType\x12\x1a\n\x16MEDIA_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10MEDIA_TYPE_IMAGE\x10\x01\x12\x13\n\x0fMEDIA_TYPE_TEXT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n annocloud/common/v1/common.proto\x12\x13\x61nnocloud.common.v1\"_\n\tPrincipal\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12(\n\x05roles\x18\x03 \x03(\x0e\x32\x19.annocloud.common.v1.Role\"\x97\x01\n\x0fSensitiveRegion\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".annocloud.common.v1.SensitiveKind\x12\t\n\x01x\x18\x02 \x01(\x01\x12\t\n\x01y\x18\x03 \x01(\x01\x12\r\n\x05width\x18\x04 \x01(\x01\x12\x0e\n\x06height\x18\x05 \x01(\x01\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x0e\n\x06source\x18\x07 \x01(\t*\xd6\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x12\n\x0eROLE_ORG_ADMIN\x10\x01\x12\x18\n\x14ROLE_PROJECT_MANAGER\x10\x02\x12\x11\n\rROLE_REVIEWER\x10\x03\x12\x12\n\x0eROLE_ANNOTATOR\x10\x04\x12\x15\n\x11ROLE_VENDOR_ADMIN\x10\x05\x12\x16\n\x12ROLE_VENDOR_WORKER\x10\x06\x12\x1a\n\x16ROLE_PLATFORM_OPERATOR\x10\x07\x12\x18\n\x14ROLE_EXPERT_REVIEWER\x10\x08*R\n\tMediaType\x12\x1a\n\x16MEDIA_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10MEDIA_TYPE_IMAGE\x10\x01\x12\x13\n\x0fMEDIA_TYPE_TEXT\x10\x02*|\n\rSensitiveKind\x12\x1e\n\x1aSENSITIVE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13SENSITIVE_KIND_FACE\x10\x01\x12\x18\n\x14SENSITIVE_KIND_PLATE\x10\x02\x12\x18\n\x14SENSITIVE_KIND_OTHER\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'annocloud.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=155
-  _globals['_ROLE']._serialized_end=369
-  _globals['_MEDIATYPE']._serialized_start=371
-  _globals['_MEDIATYPE']._serialized_end=453
+  _globals['_ROLE']._serialized_start=309
+  _globals['_ROLE']._serialized_end=523
+  _globals['_MEDIATYPE']._serialized_start=525
+  _globals['_MEDIATYPE']._serialized_end=607
+  _globals['_SENSITIVEKIND']._serialized_start=609
+  _globals['_SENSITIVEKIND']._serialized_end=733
   _globals['_PRINCIPAL']._serialized_start=57
   _globals['_PRINCIPAL']._serialized_end=152
+  _globals['_SENSITIVEREGION']._serialized_start=155
+  _globals['_SENSITIVEREGION']._serialized_end=306
 # @@protoc_insertion_point(module_scope)

@@ -91,6 +91,34 @@ MEDIA_TYPE_TEXT: MediaType.ValueType  # 2
 """A text record."""
 Global___MediaType: _TypeAlias = MediaType  # noqa: Y015
 
+class _SensitiveKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SensitiveKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SensitiveKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SENSITIVE_KIND_UNSPECIFIED: _SensitiveKind.ValueType  # 0
+    """Never used on purpose."""
+    SENSITIVE_KIND_FACE: _SensitiveKind.ValueType  # 1
+    """A face."""
+    SENSITIVE_KIND_PLATE: _SensitiveKind.ValueType  # 2
+    """A licence plate."""
+    SENSITIVE_KIND_OTHER: _SensitiveKind.ValueType  # 3
+    """Anything else a person marked."""
+
+class SensitiveKind(_SensitiveKind, metaclass=_SensitiveKindEnumTypeWrapper):
+    """What a sensitive region shows."""
+
+SENSITIVE_KIND_UNSPECIFIED: SensitiveKind.ValueType  # 0
+"""Never used on purpose."""
+SENSITIVE_KIND_FACE: SensitiveKind.ValueType  # 1
+"""A face."""
+SENSITIVE_KIND_PLATE: SensitiveKind.ValueType  # 2
+"""A licence plate."""
+SENSITIVE_KIND_OTHER: SensitiveKind.ValueType  # 3
+"""Anything else a person marked."""
+Global___SensitiveKind: _TypeAlias = SensitiveKind  # noqa: Y015
+
 @_typing.final
 class Principal(_message.Message):
     """The authenticated caller. The gateway signs it into gRPC metadata; services verify it and never
@@ -124,3 +152,49 @@ class Principal(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Principal: _TypeAlias = Principal  # noqa: Y015
+
+@_typing.final
+class SensitiveRegion(_message.Message):
+    """A region of an image that de-identification blurs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    X_FIELD_NUMBER: _builtins.int
+    Y_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    kind: Global___SensitiveKind.ValueType
+    """What it shows."""
+    x: _builtins.float
+    """Left edge in pixels."""
+    y: _builtins.float
+    """Top edge in pixels."""
+    width: _builtins.float
+    """Width in pixels."""
+    height: _builtins.float
+    """Height in pixels."""
+    score: _builtins.float
+    """Detector score (1 for regions a person drew)."""
+    source: _builtins.str
+    """"model:<name>/<version>" or the subject of the person who drew it."""
+    def __init__(
+        self,
+        *,
+        kind: Global___SensitiveKind.ValueType = ...,
+        x: _builtins.float = ...,
+        y: _builtins.float = ...,
+        width: _builtins.float = ...,
+        height: _builtins.float = ...,
+        score: _builtins.float = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "kind", b"kind", "score", b"score", "source", b"source", "width", b"width", "x", b"x", "y", b"y"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SensitiveRegion: _TypeAlias = SensitiveRegion  # noqa: Y015

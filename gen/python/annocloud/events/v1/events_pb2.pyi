@@ -29,7 +29,7 @@ DESCRIPTOR: _descriptor.FileDescriptor
 @_typing.final
 class EventEnvelope(_message.Message):
     """Every event on every topic. Kafka key = resource_name, so events of one aggregate keep order.
-    Topics: annocloud.<domain>.v1 (ingestion, tasks, annotations, qa, export).
+    Topics: annocloud.<domain>.v1 (ingestion, tasks, annotations, qa, export, modelassist).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -83,6 +83,8 @@ class EventEnvelope(_message.Message):
     WORKER_SCORED_FIELD_NUMBER: _builtins.int
     GOLD_ITEM_ADDED_FIELD_NUMBER: _builtins.int
     LEDGER_ENTRY_RECORDED_FIELD_NUMBER: _builtins.int
+    PREDICTIONS_READY_FIELD_NUMBER: _builtins.int
+    ITEMS_RESCORED_FIELD_NUMBER: _builtins.int
     EXPORT_COMPLETED_FIELD_NUMBER: _builtins.int
     DATASET_VERSION_CREATED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
@@ -192,6 +194,14 @@ class EventEnvelope(_message.Message):
         """tasks"""
 
     @_builtins.property
+    def predictions_ready(self) -> Global___PredictionsReady:
+        """modelassist"""
+
+    @_builtins.property
+    def items_rescored(self) -> Global___ItemsRescored:
+        """modelassist"""
+
+    @_builtins.property
     def export_completed(self) -> Global___ExportCompleted:
         """export"""
 
@@ -231,14 +241,16 @@ class EventEnvelope(_message.Message):
         worker_scored: Global___WorkerScored | None = ...,
         gold_item_added: Global___GoldItemAdded | None = ...,
         ledger_entry_recorded: Global___LedgerEntryRecorded | None = ...,
+        predictions_ready: Global___PredictionsReady | None = ...,
+        items_rescored: Global___ItemsRescored | None = ...,
         export_completed: Global___ExportCompleted | None = ...,
         dataset_version_created: Global___DatasetVersionCreated | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["acceptance_revoked", b"acceptance_revoked", "annotation_revised", b"annotation_revised", "annotation_submitted", b"annotation_submitted", "dataset_version_created", b"dataset_version_created", "export_completed", b"export_completed", "gold_item_added", b"gold_item_added", "item_accepted", b"item_accepted", "item_difficulty_assessed", b"item_difficulty_assessed", "item_duplicate_detected", b"item_duplicate_detected", "item_ingested", b"item_ingested", "item_sent_to_review", b"item_sent_to_review", "label_schema_published", b"label_schema_published", "labels_imported", b"labels_imported", "ledger_entry_recorded", b"ledger_entry_recorded", "more_labels_requested", b"more_labels_requested", "occurred_time", b"occurred_time", "payload", b"payload", "project_created", b"project_created", "project_dataset_added", b"project_dataset_added", "review_decided", b"review_decided", "rework_requested", b"rework_requested", "task_completed", b"task_completed", "task_created", b"task_created", "task_expired", b"task_expired", "task_leased", b"task_leased", "worker_scored", b"worker_scored"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acceptance_revoked", b"acceptance_revoked", "annotation_revised", b"annotation_revised", "annotation_submitted", b"annotation_submitted", "dataset_version_created", b"dataset_version_created", "export_completed", b"export_completed", "gold_item_added", b"gold_item_added", "item_accepted", b"item_accepted", "item_difficulty_assessed", b"item_difficulty_assessed", "item_duplicate_detected", b"item_duplicate_detected", "item_ingested", b"item_ingested", "item_sent_to_review", b"item_sent_to_review", "items_rescored", b"items_rescored", "label_schema_published", b"label_schema_published", "labels_imported", b"labels_imported", "ledger_entry_recorded", b"ledger_entry_recorded", "more_labels_requested", b"more_labels_requested", "occurred_time", b"occurred_time", "payload", b"payload", "predictions_ready", b"predictions_ready", "project_created", b"project_created", "project_dataset_added", b"project_dataset_added", "review_decided", b"review_decided", "rework_requested", b"rework_requested", "task_completed", b"task_completed", "task_created", b"task_created", "task_expired", b"task_expired", "task_leased", b"task_leased", "worker_scored", b"worker_scored"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptance_revoked", b"acceptance_revoked", "aggregate_version", b"aggregate_version", "annotation_revised", b"annotation_revised", "annotation_submitted", b"annotation_submitted", "dataset_version_created", b"dataset_version_created", "event_id", b"event_id", "event_type", b"event_type", "export_completed", b"export_completed", "gold_item_added", b"gold_item_added", "item_accepted", b"item_accepted", "item_difficulty_assessed", b"item_difficulty_assessed", "item_duplicate_detected", b"item_duplicate_detected", "item_ingested", b"item_ingested", "item_sent_to_review", b"item_sent_to_review", "label_schema_published", b"label_schema_published", "labels_imported", b"labels_imported", "ledger_entry_recorded", b"ledger_entry_recorded", "more_labels_requested", b"more_labels_requested", "occurred_time", b"occurred_time", "payload", b"payload", "project_created", b"project_created", "project_dataset_added", b"project_dataset_added", "resource_name", b"resource_name", "review_decided", b"review_decided", "rework_requested", b"rework_requested", "task_completed", b"task_completed", "task_created", b"task_created", "task_expired", b"task_expired", "task_leased", b"task_leased", "tenant_id", b"tenant_id", "trace_context", b"trace_context", "worker_scored", b"worker_scored"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acceptance_revoked", b"acceptance_revoked", "aggregate_version", b"aggregate_version", "annotation_revised", b"annotation_revised", "annotation_submitted", b"annotation_submitted", "dataset_version_created", b"dataset_version_created", "event_id", b"event_id", "event_type", b"event_type", "export_completed", b"export_completed", "gold_item_added", b"gold_item_added", "item_accepted", b"item_accepted", "item_difficulty_assessed", b"item_difficulty_assessed", "item_duplicate_detected", b"item_duplicate_detected", "item_ingested", b"item_ingested", "item_sent_to_review", b"item_sent_to_review", "items_rescored", b"items_rescored", "label_schema_published", b"label_schema_published", "labels_imported", b"labels_imported", "ledger_entry_recorded", b"ledger_entry_recorded", "more_labels_requested", b"more_labels_requested", "occurred_time", b"occurred_time", "payload", b"payload", "predictions_ready", b"predictions_ready", "project_created", b"project_created", "project_dataset_added", b"project_dataset_added", "resource_name", b"resource_name", "review_decided", b"review_decided", "rework_requested", b"rework_requested", "task_completed", b"task_completed", "task_created", b"task_created", "task_expired", b"task_expired", "task_leased", b"task_leased", "tenant_id", b"tenant_id", "trace_context", b"trace_context", "worker_scored", b"worker_scored"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["item_ingested", "item_duplicate_detected", "labels_imported", "project_created", "label_schema_published", "project_dataset_added", "task_created", "task_leased", "task_completed", "task_expired", "annotation_submitted", "annotation_revised", "item_accepted", "rework_requested", "item_sent_to_review", "review_decided", "acceptance_revoked", "more_labels_requested", "item_difficulty_assessed", "worker_scored", "gold_item_added", "ledger_entry_recorded", "export_completed", "dataset_version_created"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["item_ingested", "item_duplicate_detected", "labels_imported", "project_created", "label_schema_published", "project_dataset_added", "task_created", "task_leased", "task_completed", "task_expired", "annotation_submitted", "annotation_revised", "item_accepted", "rework_requested", "item_sent_to_review", "review_decided", "acceptance_revoked", "more_labels_requested", "item_difficulty_assessed", "worker_scored", "gold_item_added", "ledger_entry_recorded", "predictions_ready", "items_rescored", "export_completed", "dataset_version_created"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -1105,3 +1117,117 @@ class DatasetVersionCreated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DatasetVersionCreated: _TypeAlias = DatasetVersionCreated  # noqa: Y015
+
+@_typing.final
+class PredictionsReady(_message.Message):
+    """A model pre-labeled an item; annotations stores it as a prediction. resource_name = `projects/{p}`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    ITEM_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    """`projects/{project}`."""
+    model: _builtins.str
+    """Provenance: the Triton model."""
+    model_version: _builtins.str
+    """Provenance: its version."""
+    score: _builtins.float
+    """Mean score of the boxes (1 when none were found)."""
+    @_builtins.property
+    def item(self) -> Global___ItemContext:
+        """The item."""
+
+    @_builtins.property
+    def labels(self) -> _annotations_pb2.Labels:
+        """The suggested labels."""
+
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+        item: Global___ItemContext | None = ...,
+        model: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        score: _builtins.float = ...,
+        labels: _annotations_pb2.Labels | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "labels", b"labels"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "labels", b"labels", "model", b"model", "model_version", b"model_version", "project", b"project", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PredictionsReady: _TypeAlias = PredictionsReady  # noqa: Y015
+
+@_typing.final
+class ItemScore(_message.Message):
+    """One item's uncertainty under the project's current head."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    UNCERTAINTY_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    item: _builtins.str
+    """`datasets/{dataset}/items/{item}`."""
+    uncertainty: _builtins.float
+    """In [0, 1]; higher = the model learns more from a label here."""
+    priority: _builtins.int
+    """Queue priority derived from the rank (1..99, higher first; rework stays above at 100)."""
+    def __init__(
+        self,
+        *,
+        item: _builtins.str = ...,
+        uncertainty: _builtins.float = ...,
+        priority: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "priority", b"priority", "uncertainty", b"uncertainty"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ItemScore: _TypeAlias = ItemScore  # noqa: Y015
+
+@_typing.final
+class ItemsRescored(_message.Message):
+    """The project's unlabeled items were rescored (after a retraining, or the cold start); tasks
+    reorders the queue. resource_name = `projects/{p}`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    HEAD_VERSION_FIELD_NUMBER: _builtins.int
+    SCORES_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    """`projects/{project}`."""
+    strategy: _builtins.str
+    """e.g. "SAMPLING_STRATEGY_MARGIN" or "COLD_START_DIVERSITY"."""
+    head_version: _builtins.int
+    """Head version that scored them (0 for the cold start)."""
+    @_builtins.property
+    def scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemScore]:
+        """The scores (at most 1000 per event; a rescoring may emit several)."""
+
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+        strategy: _builtins.str = ...,
+        head_version: _builtins.int = ...,
+        scores: _abc.Iterable[Global___ItemScore] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["head_version", b"head_version", "project", b"project", "scores", b"scores", "strategy", b"strategy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ItemsRescored: _TypeAlias = ItemsRescored  # noqa: Y015

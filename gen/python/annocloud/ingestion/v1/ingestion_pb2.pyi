@@ -109,6 +109,7 @@ class Dataset(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     ITEM_COUNT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    DEIDENTIFY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `datasets/{dataset}`."""
     display_name: _builtins.str
@@ -117,6 +118,8 @@ class Dataset(_message.Message):
     """Free text."""
     item_count: _builtins.int
     """Number of items (duplicates not counted)."""
+    deidentify: _builtins.bool
+    """Faces and licence plates are detected at ingest and blurred in the stored media."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the dataset was created."""
@@ -129,10 +132,11 @@ class Dataset(_message.Message):
         description: _builtins.str = ...,
         item_count: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        deidentify: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "display_name", b"display_name", "item_count", b"item_count", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deidentify", b"deidentify", "description", b"description", "display_name", b"display_name", "item_count", b"item_count", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -159,6 +163,7 @@ class Item(_message.Message):
     SOURCE_URI_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    BLURRED_REGIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `datasets/{dataset}/items/{item}`."""
     media_type: _common_pb2.MediaType.ValueType
@@ -185,6 +190,8 @@ class Item(_message.Message):
     """Where the item came from (upload, manifest URL)."""
     content_type: _builtins.str
     """MIME type of the media, e.g. image/png or text/plain."""
+    blurred_regions: _builtins.int
+    """De-identified datasets: how many regions were blurred in the stored media."""
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Free-form metadata (weather, device, ...)."""
@@ -211,10 +218,11 @@ class Item(_message.Message):
         source_uri: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         content_type: _builtins.str = ...,
+        blurred_regions: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_sha256", b"content_sha256", "content_type", b"content_type", "create_time", b"create_time", "file_name", b"file_name", "height", b"height", "media_type", b"media_type", "metadata", b"metadata", "name", b"name", "near_duplicate_of", b"near_duplicate_of", "near_duplicate_similarity", b"near_duplicate_similarity", "perceptual_hash", b"perceptual_hash", "size_bytes", b"size_bytes", "source_uri", b"source_uri", "text", b"text", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blurred_regions", b"blurred_regions", "content_sha256", b"content_sha256", "content_type", b"content_type", "create_time", b"create_time", "file_name", b"file_name", "height", b"height", "media_type", b"media_type", "metadata", b"metadata", "name", b"name", "near_duplicate_of", b"near_duplicate_of", "near_duplicate_similarity", b"near_duplicate_similarity", "perceptual_hash", b"perceptual_hash", "size_bytes", b"size_bytes", "source_uri", b"source_uri", "text", b"text", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1077,3 +1085,107 @@ class ListImportsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListImportsResponse: _TypeAlias = ListImportsResponse  # noqa: Y015
+
+@_typing.final
+class ListSensitiveRegionsRequest(_message.Message):
+    """Request for ListSensitiveRegions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    item: _builtins.str
+    """`datasets/{dataset}/items/{item}`."""
+    def __init__(
+        self,
+        *,
+        item: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSensitiveRegionsRequest: _TypeAlias = ListSensitiveRegionsRequest  # noqa: Y015
+
+@_typing.final
+class ListSensitiveRegionsResponse(_message.Message):
+    """Response for ListSensitiveRegions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SensitiveRegion]:
+        """The regions blurred in the stored media."""
+
+    def __init__(
+        self,
+        *,
+        regions: _abc.Iterable[_common_pb2.SensitiveRegion] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["regions", b"regions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSensitiveRegionsResponse: _TypeAlias = ListSensitiveRegionsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateSensitiveRegionsRequest(_message.Message):
+    """Request for UpdateSensitiveRegions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    REGIONS_FIELD_NUMBER: _builtins.int
+    item: _builtins.str
+    """`datasets/{dataset}/items/{item}` of a de-identified dataset."""
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SensitiveRegion]:
+        """The full new set of regions (at most 1000), inside the image."""
+
+    def __init__(
+        self,
+        *,
+        item: _builtins.str = ...,
+        regions: _abc.Iterable[_common_pb2.SensitiveRegion] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "regions", b"regions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSensitiveRegionsRequest: _TypeAlias = UpdateSensitiveRegionsRequest  # noqa: Y015
+
+@_typing.final
+class UpdateSensitiveRegionsResponse(_message.Message):
+    """Response for UpdateSensitiveRegions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    REGIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def item(self) -> Global___Item:
+        """The item with its new media hash."""
+
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SensitiveRegion]:
+        """The regions now blurred."""
+
+    def __init__(
+        self,
+        *,
+        item: Global___Item | None = ...,
+        regions: _abc.Iterable[_common_pb2.SensitiveRegion] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "regions", b"regions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSensitiveRegionsResponse: _TypeAlias = UpdateSensitiveRegionsResponse  # noqa: Y015

@@ -96,6 +96,16 @@ class IngestionServiceStub:
                 request_serializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListImportsRequest.SerializeToString,
                 response_deserializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListImportsResponse.FromString,
                 _registered_method=True)
+        self.ListSensitiveRegions = channel.unary_unary(
+                '/annocloud.ingestion.v1.IngestionService/ListSensitiveRegions',
+                request_serializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListSensitiveRegionsRequest.SerializeToString,
+                response_deserializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListSensitiveRegionsResponse.FromString,
+                _registered_method=True)
+        self.UpdateSensitiveRegions = channel.unary_unary(
+                '/annocloud.ingestion.v1.IngestionService/UpdateSensitiveRegions',
+                request_serializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.UpdateSensitiveRegionsRequest.SerializeToString,
+                response_deserializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.UpdateSensitiveRegionsResponse.FromString,
+                _registered_method=True)
 
 
 class IngestionServiceServicer:
@@ -190,6 +200,21 @@ class IngestionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSensitiveRegions(self, request, context):
+        """The sensitive regions of an item of a de-identified dataset (what was blurred).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSensitiveRegions(self, request, context):
+        """Replaces an item's sensitive regions (add the misses, drop false alarms) and blurs the original
+        again with them: the stored media becomes the new blur.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -252,6 +277,16 @@ def add_IngestionServiceServicer_to_server(servicer, server):
                     servicer.ListImports,
                     request_deserializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListImportsRequest.FromString,
                     response_serializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListImportsResponse.SerializeToString,
+            ),
+            'ListSensitiveRegions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSensitiveRegions,
+                    request_deserializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListSensitiveRegionsRequest.FromString,
+                    response_serializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListSensitiveRegionsResponse.SerializeToString,
+            ),
+            'UpdateSensitiveRegions': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSensitiveRegions,
+                    request_deserializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.UpdateSensitiveRegionsRequest.FromString,
+                    response_serializer=annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.UpdateSensitiveRegionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -580,6 +615,60 @@ class IngestionService:
             '/annocloud.ingestion.v1.IngestionService/ListImports',
             annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListImportsRequest.SerializeToString,
             annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListImportsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSensitiveRegions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/annocloud.ingestion.v1.IngestionService/ListSensitiveRegions',
+            annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListSensitiveRegionsRequest.SerializeToString,
+            annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.ListSensitiveRegionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSensitiveRegions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/annocloud.ingestion.v1.IngestionService/UpdateSensitiveRegions',
+            annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.UpdateSensitiveRegionsRequest.SerializeToString,
+            annocloud_dot_ingestion_dot_v1_dot_ingestion__pb2.UpdateSensitiveRegionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

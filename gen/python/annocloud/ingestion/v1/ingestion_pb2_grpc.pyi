@@ -64,6 +64,12 @@ class IngestionServiceStub:
     """Gets an import job by name."""
     ListImports: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.ListImportsRequest, _ingestion_pb2.ListImportsResponse]
     """Lists the import jobs of a dataset, newest first."""
+    ListSensitiveRegions: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.ListSensitiveRegionsRequest, _ingestion_pb2.ListSensitiveRegionsResponse]
+    """The sensitive regions of an item of a de-identified dataset (what was blurred)."""
+    UpdateSensitiveRegions: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.UpdateSensitiveRegionsRequest, _ingestion_pb2.UpdateSensitiveRegionsResponse]
+    """Replaces an item's sensitive regions (add the misses, drop false alarms) and blurs the original
+    again with them: the stored media becomes the new blur.
+    """
 
 @_typing.type_check_only
 class IngestionServiceAsyncStub(IngestionServiceStub):
@@ -101,6 +107,12 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     """Gets an import job by name."""
     ListImports: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.ListImportsRequest, _ingestion_pb2.ListImportsResponse]  # type: ignore[assignment]
     """Lists the import jobs of a dataset, newest first."""
+    ListSensitiveRegions: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.ListSensitiveRegionsRequest, _ingestion_pb2.ListSensitiveRegionsResponse]  # type: ignore[assignment]
+    """The sensitive regions of an item of a de-identified dataset (what was blurred)."""
+    UpdateSensitiveRegions: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.UpdateSensitiveRegionsRequest, _ingestion_pb2.UpdateSensitiveRegionsResponse]  # type: ignore[assignment]
+    """Replaces an item's sensitive regions (add the misses, drop false alarms) and blurs the original
+    again with them: the stored media becomes the new blur.
+    """
 
 class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Datasets and the items in them: uploads, manifests and text records, content-addressed media,
@@ -207,5 +219,23 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ingestion_pb2.ListImportsResponse, _abc.Awaitable[_ingestion_pb2.ListImportsResponse]]:
         """Lists the import jobs of a dataset, newest first."""
+
+    @_abc_1.abstractmethod
+    def ListSensitiveRegions(
+        self,
+        request: _ingestion_pb2.ListSensitiveRegionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.ListSensitiveRegionsResponse, _abc.Awaitable[_ingestion_pb2.ListSensitiveRegionsResponse]]:
+        """The sensitive regions of an item of a de-identified dataset (what was blurred)."""
+
+    @_abc_1.abstractmethod
+    def UpdateSensitiveRegions(
+        self,
+        request: _ingestion_pb2.UpdateSensitiveRegionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.UpdateSensitiveRegionsResponse, _abc.Awaitable[_ingestion_pb2.UpdateSensitiveRegionsResponse]]:
+        """Replaces an item's sensitive regions (add the misses, drop false alarms) and blurs the original
+        again with them: the stored media becomes the new blur.
+        """
 
 def add_IngestionServiceServicer_to_server(servicer: IngestionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -134,6 +134,70 @@ REVIEW_POLICY_ALL: ReviewPolicy.ValueType  # 2
 """Every aggregated item is reviewed."""
 Global___ReviewPolicy: _TypeAlias = ReviewPolicy  # noqa: Y015
 
+class _SamplingStrategy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SamplingStrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SamplingStrategy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SAMPLING_STRATEGY_UNSPECIFIED: _SamplingStrategy.ValueType  # 0
+    """Same as SAMPLING_STRATEGY_NONE."""
+    SAMPLING_STRATEGY_NONE: _SamplingStrategy.ValueType  # 1
+    """No active learning: creation order."""
+    SAMPLING_STRATEGY_RANDOM: _SamplingStrategy.ValueType  # 2
+    """Random order."""
+    SAMPLING_STRATEGY_LEAST_CONFIDENCE: _SamplingStrategy.ValueType  # 3
+    """1 - top probability."""
+    SAMPLING_STRATEGY_MARGIN: _SamplingStrategy.ValueType  # 4
+    """1 - (top - second probability)."""
+    SAMPLING_STRATEGY_ENTROPY: _SamplingStrategy.ValueType  # 5
+    """Normalised entropy of the probabilities."""
+    SAMPLING_STRATEGY_COMMITTEE: _SamplingStrategy.ValueType  # 6
+    """Vote entropy of a bootstrap committee of heads."""
+
+class SamplingStrategy(_SamplingStrategy, metaclass=_SamplingStrategyEnumTypeWrapper):
+    """How items are picked for labeling by the project's model."""
+
+SAMPLING_STRATEGY_UNSPECIFIED: SamplingStrategy.ValueType  # 0
+"""Same as SAMPLING_STRATEGY_NONE."""
+SAMPLING_STRATEGY_NONE: SamplingStrategy.ValueType  # 1
+"""No active learning: creation order."""
+SAMPLING_STRATEGY_RANDOM: SamplingStrategy.ValueType  # 2
+"""Random order."""
+SAMPLING_STRATEGY_LEAST_CONFIDENCE: SamplingStrategy.ValueType  # 3
+"""1 - top probability."""
+SAMPLING_STRATEGY_MARGIN: SamplingStrategy.ValueType  # 4
+"""1 - (top - second probability)."""
+SAMPLING_STRATEGY_ENTROPY: SamplingStrategy.ValueType  # 5
+"""Normalised entropy of the probabilities."""
+SAMPLING_STRATEGY_COMMITTEE: SamplingStrategy.ValueType  # 6
+"""Vote entropy of a bootstrap committee of heads."""
+Global___SamplingStrategy: _TypeAlias = SamplingStrategy  # noqa: Y015
+
+class _ColdStart:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ColdStartEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ColdStart.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COLD_START_UNSPECIFIED: _ColdStart.ValueType  # 0
+    """Same as COLD_START_RANDOM."""
+    COLD_START_RANDOM: _ColdStart.ValueType  # 1
+    """Random order."""
+    COLD_START_DIVERSITY: _ColdStart.ValueType  # 2
+    """k-center greedy over the embeddings (diverse first)."""
+
+class ColdStart(_ColdStart, metaclass=_ColdStartEnumTypeWrapper):
+    """Order of the items before the first head is trained."""
+
+COLD_START_UNSPECIFIED: ColdStart.ValueType  # 0
+"""Same as COLD_START_RANDOM."""
+COLD_START_RANDOM: ColdStart.ValueType  # 1
+"""Random order."""
+COLD_START_DIVERSITY: ColdStart.ValueType  # 2
+"""k-center greedy over the embeddings (diverse first)."""
+Global___ColdStart: _TypeAlias = ColdStart  # noqa: Y015
+
 class _ReviewStage:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -425,6 +489,7 @@ class Project(_message.Message):
     TASK_COUNTS_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
     ORGANIZATION_FIELD_NUMBER: _builtins.int
+    MODEL_ASSIST_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `projects/{project}`."""
     display_name: _builtins.str
@@ -455,6 +520,10 @@ class Project(_message.Message):
     def quality(self) -> Global___QualitySettings:
         """Quality control and workforce settings."""
 
+    @_builtins.property
+    def model_assist(self) -> Global___ModelAssistSettings:
+        """Pre-labeling and active learning."""
+
     def __init__(
         self,
         *,
@@ -469,14 +538,87 @@ class Project(_message.Message):
         task_counts: Global___TaskCounts | None = ...,
         quality: Global___QualitySettings | None = ...,
         organization: _builtins.str = ...,
+        model_assist: Global___ModelAssistSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "quality", b"quality", "task_counts", b"task_counts"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "model_assist", b"model_assist", "quality", b"quality", "task_counts", b"task_counts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "datasets", b"datasets", "display_name", b"display_name", "min_agreement", b"min_agreement", "name", b"name", "organization", b"organization", "quality", b"quality", "redundancy", b"redundancy", "review_policy", b"review_policy", "schema_version", b"schema_version", "task_counts", b"task_counts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "datasets", b"datasets", "display_name", b"display_name", "min_agreement", b"min_agreement", "model_assist", b"model_assist", "name", b"name", "organization", b"organization", "quality", b"quality", "redundancy", b"redundancy", "review_policy", b"review_policy", "schema_version", b"schema_version", "task_counts", b"task_counts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Project: _TypeAlias = Project  # noqa: Y015
+
+@_typing.final
+class PrelabelModel(_message.Message):
+    """A Triton model whose detections become pre-labels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    MIN_SCORE_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Triton model name, e.g. "plate_detector"."""
+    label: _builtins.str
+    """The schema's BOX label its boxes get."""
+    min_score: _builtins.float
+    """Boxes scoring below this are dropped (0 keeps all)."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        label: _builtins.str = ...,
+        min_score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "min_score", b"min_score", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrelabelModel: _TypeAlias = PrelabelModel  # noqa: Y015
+
+@_typing.final
+class ModelAssistSettings(_message.Message):
+    """Pre-labeling and active-learning settings of a project."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRELABEL_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    RETRAIN_EVERY_FIELD_NUMBER: _builtins.int
+    COLD_START_FIELD_NUMBER: _builtins.int
+    EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
+    strategy: Global___SamplingStrategy.ValueType
+    """How unlabeled items are ordered once a head is trained."""
+    retrain_every: _builtins.int
+    """Retrain the head after this many accepted labels (default 20, 1 to 10000)."""
+    cold_start: Global___ColdStart.ValueType
+    """Order before the first head."""
+    embedding_model: _builtins.str
+    """Triton model that embeds items for the head ("" = image_embedder for images, text_embedder
+    for text).
+    """
+    @_builtins.property
+    def prelabel(self) -> _containers.RepeatedCompositeFieldContainer[Global___PrelabelModel]:
+        """Detectors that pre-label each ingested image."""
+
+    def __init__(
+        self,
+        *,
+        prelabel: _abc.Iterable[Global___PrelabelModel] | None = ...,
+        strategy: Global___SamplingStrategy.ValueType = ...,
+        retrain_every: _builtins.int = ...,
+        cold_start: Global___ColdStart.ValueType = ...,
+        embedding_model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cold_start", b"cold_start", "embedding_model", b"embedding_model", "prelabel", b"prelabel", "retrain_every", b"retrain_every", "strategy", b"strategy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelAssistSettings: _TypeAlias = ModelAssistSettings  # noqa: Y015
 
 @_typing.final
 class ErrorCode(_message.Message):
