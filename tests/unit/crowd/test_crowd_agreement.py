@@ -79,6 +79,7 @@ def test_krippendorff_alpha_paper_values() -> None:
 def test_krippendorff_alpha_matches_reference_package() -> None:
     """On random data with missing values we agree with the krippendorff package (a dev dependency)."""
     import krippendorff
+
     rng = np.random.default_rng(1)
     data = rng.integers(0, 4, (5, 30)).astype(float)
     data[rng.random(data.shape) < 0.2] = np.nan
