@@ -10,6 +10,7 @@ from annocloud_server.common.db import Database
 from annocloud_server.common.events import TOPIC_INGESTION, EventWriter
 from annocloud_server.common.server import ServiceRegistration
 from annocloud_server.common.tasks_client import TasksClient
+from annocloud_server.ingestion.detector import SensitiveRegionDetector
 from annocloud_server.ingestion.import_jobs import ImportJobs
 from annocloud_server.ingestion.ingest import Ingestor
 from annocloud_server.ingestion.models import Base, inbox, outbox
@@ -24,7 +25,8 @@ def create_component(ctx: ComponentContext, settings: IngestionSettings | None =
     ingestor = Ingestor(db, ctx.blob_store, writer, settings or IngestionSettings.from_env())
     imports = ImportJobs(ingestor)
     tasks = TasksClient(lambda: ctx.channel_to("tasks"))
-    servicer = IngestionServicer(ctx.authenticator, db, ingestor, imports, tasks)
+    detector = SensitiveRegionDetector(lambda: ctx.channel_to("modelassist"))
+    servicer = IngestionServicer(ctx.authenticator, db, ingestor, imports, tasks, detector)
 
     def add(server: grpc.Server) -> None:
         ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from annocloud.common.v1 import common_pb2
 from annocloud.ingestion.v1 import ingestion_pb2
 from google.protobuf import json_format, struct_pb2
 
 from annocloud_server.common.errors import InvalidArgument
 from annocloud_server.common.paging import parse_name
+from annocloud_server.ingestion.deid import Region
 from annocloud_server.ingestion.models import Dataset, ImportJobRow, Item
 
 DATASET_PATTERN = "datasets/{}"
@@ -56,6 +58,7 @@ def dataset_to_proto(dataset: Dataset) -> ingestion_pb2.Dataset:
         display_name=dataset.display_name,
         description=dataset.description,
         item_count=dataset.item_count,
+        deidentify=dataset.deidentify,
     )
     message.create_time.FromDatetime(dataset.create_time)
     return message
@@ -78,10 +81,35 @@ def item_to_proto(item: Item) -> ingestion_pb2.Item:
         near_duplicate_similarity=item.near_duplicate_similarity,
         source_uri=item.source_uri,
         content_type=item.content_type,
+        blurred_regions=item.blurred_regions,
     )
     message.metadata.update(json.loads(item.metadata_json or "{}"))
     message.create_time.FromDatetime(item.create_time)
     return message
+
+
+def region_from_proto(region: common_pb2.SensitiveRegion) -> Region:
+    return Region(
+        kind=region.kind,
+        x=region.x,
+        y=region.y,
+        width=region.width,
+        height=region.height,
+        score=region.score,
+        source=region.source,
+    )
+
+
+def region_to_proto(region: Region) -> common_pb2.SensitiveRegion:
+    return common_pb2.SensitiveRegion(
+        kind=region.kind,  # type: ignore[arg-type]
+        x=region.x,
+        y=region.y,
+        width=region.width,
+        height=region.height,
+        score=region.score,
+        source=region.source,
+    )
 
 
 def import_job_to_proto(job: ImportJobRow) -> ingestion_pb2.ImportJob:

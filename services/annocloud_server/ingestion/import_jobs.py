@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import timedelta
 
 from annocloud.ingestion.v1 import ingestion_pb2
@@ -18,11 +18,11 @@ from annocloud.tasks.v1 import tasks_pb2
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from annocloud_server.common.errors import AnnocloudError, InvalidArgument
+from annocloud_server.common.errors import AnnocloudError
 from annocloud_server.common.paging import new_id
 from annocloud_server.ingestion import store
 from annocloud_server.ingestion.imports import Counts, ImportRejected, ImportRunner, Job, precheck
-from annocloud_server.ingestion.ingest import Ingestor
+from annocloud_server.ingestion.ingest import Ingestor, capped
 from annocloud_server.ingestion.models import ImportJobRow
 
 log = logging.getLogger(__name__)
@@ -40,15 +40,6 @@ class _Released(Exception):
 
 class _LeaseLost(Exception):
     """Another worker took the job over."""
-
-
-def _capped(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
-    total = 0
-    for chunk in chunks:
-        total += len(chunk)
-        if total > limit:
-            raise InvalidArgument(f"the upload is larger than {limit} bytes", reason="CONTENT_TOO_LARGE")
-        yield chunk
 
 
 class ImportJobs:
@@ -95,7 +86,7 @@ class ImportJobs:
             return earlier
         job_id = new_id()
         key = f"imports/{organization_id}/{job_id}.upload"
-        _, size = self._blobs.put_named(key, _capped(chunks, self._ingestor.settings.max_import_bytes))
+        _, size = self._blobs.put_named(key, capped(chunks, self._ingestor.settings.max_import_bytes))
         try:
             precheck(self._blobs.path(key), fmt, self._ingestor.settings)
             row = self._ingestor.transact(

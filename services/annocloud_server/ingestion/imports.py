@@ -42,7 +42,7 @@ from annocloud_server.ingestion import store
 from annocloud_server.ingestion.convert import import_name, item_name, item_to_proto
 from annocloud_server.ingestion.domain import validate_file_name
 from annocloud_server.ingestion.ingest import Ingestor, Prepared
-from annocloud_server.ingestion.media import analyze
+from annocloud_server.ingestion.media import analyze, sniff_image_format
 from annocloud_server.ingestion.schema_check import schema_errors
 from annocloud_server.ingestion.settings import IngestionSettings
 
@@ -244,6 +244,10 @@ class ImportRunner:
     ) -> dict[str, Target]:
         found = ErrorList()
         plan: dict[str, Target] = {}
+        with self._db.read() as session:
+            deidentify = store.get_dataset(
+                session, organization_id=job.organization_id, dataset_id=job.dataset_id
+            ).deidentify
         for index, record in enumerate(source.records()):
             if index % 200 == 0:
                 heartbeat()
@@ -255,7 +259,7 @@ class ImportRunner:
                 for error in schema_errors(record.labels, job.schema, where=where):
                     found.add(error)
             try:
-                base, target = self._resolve(job, source, record, written)
+                base, target = self._resolve(job, source, record, written, deidentify)
             except AnnocloudError as exc:
                 if exc.reason.startswith("ZIP_"):
                     raise  # a hostile archive is refused as a whole
@@ -272,13 +276,15 @@ class ImportRunner:
         return plan
 
     def _resolve(
-        self, job: Job, source: Source, record: ImportedItem, written: list[str]
+        self, job: Job, source: Source, record: ImportedItem, written: list[str], deidentify: bool
     ) -> tuple[str, Target]:
         base = validate_file_name(PurePosixPath(record.file_name).name)
         if record.media_type == common_pb2.MEDIA_TYPE_TEXT and record.text:
             return base, self._ingestor.text_item(record.text, "{}", base, f"import:{job.id}")
         entry = source.media.get(base)
         if entry is not None and source.archive is not None:
+            if deidentify:
+                _refuse_image(source.archive, entry)
             return base, self._media_item(job, source.archive, entry, base, record, written)
         with self._db.read() as session:
             found = store.find_items_by_file_name(
@@ -348,8 +354,8 @@ class ImportRunner:
                 item = store.get_item(session, organization_id=org, dataset_id=dataset, item_id=target)
                 counts.matched += 1
             else:
-                existing = store.find_item_by_sha(
-                    session, organization_id=org, dataset_id=dataset, sha256=target.new.content_sha256
+                existing = store.find_duplicate(
+                    session, organization_id=org, dataset_id=dataset, sha256s=[target.new.content_sha256]
                 )
                 if existing is not None:
                     item = existing
@@ -393,6 +399,19 @@ class ImportRunner:
                 )
         finish(session, counts)
         return counts
+
+
+def _refuse_image(archive: SafeZip, entry: str) -> None:
+    """Import jobs run without a caller to detect faces as, so they bring no images into a
+    de-identified dataset (labels for its existing items and text are fine)."""
+    with archive.open(entry) as stream:
+        head = stream.read(16)
+    if sniff_image_format(head) is not None:
+        raise InvalidArgument(
+            "images cannot be imported into a de-identified dataset; upload them (UploadItem or "
+            "ImportManifest), then import their labels",
+            reason="DEIDENTIFY_IMPORT_UNSUPPORTED",
+        )
 
 
 def _check_fits(record: ImportedItem, media_type: int, width: int, height: int) -> None:

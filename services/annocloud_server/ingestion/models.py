@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     Index,
@@ -41,12 +42,15 @@ class Dataset(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     item_count: Mapped[int] = mapped_column(BigInteger, default=0)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deidentify: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Faces and plates are blurred in the stored media of its images (set at creation, never changed)."""
 
 
 class Item(Base):
     __tablename__ = "items"
     __table_args__ = (
         UniqueConstraint("organization_id", "dataset_id", "content_sha256"),
+        UniqueConstraint("organization_id", "dataset_id", "original_sha256"),
         Index("ix_items_org_dataset_seq", "organization_id", "dataset_id", "seq"),
         Index("ix_items_content_sha256", "content_sha256"),
         Index("ix_items_org_dataset_file_name", "organization_id", "dataset_id", "file_name"),
@@ -71,6 +75,27 @@ class Item(Base):
     metadata_json: Mapped[str] = mapped_column(Text, default="{}")
     source_uri: Mapped[str] = mapped_column(Text, default="")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    original_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """De-identified images: sha256 of the uploaded bytes (the exact-duplicate key; the original is
+    the private blob ``originals/<id>``); ``content_sha256`` is then the blurred media. NULL otherwise."""
+    blurred_regions: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SensitiveRegionRow(Base):
+    """One region blurred in the stored media of a de-identified image, in the order given."""
+
+    __tablename__ = "sensitive_regions"
+
+    item_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[int] = mapped_column(Integer)
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    width: Mapped[float] = mapped_column(Float)
+    height: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(256))
 
 
 class ItemHashBand(Base):

@@ -20,11 +20,15 @@ from annocloud_server.ingestion.convert import (
     parse_dataset_name,
     parse_import_name,
     parse_item_name,
+    region_from_proto,
+    region_to_proto,
     struct_to_dict,
 )
+from annocloud_server.ingestion.deid import Region
+from annocloud_server.ingestion.detector import SensitiveRegionDetector
 from annocloud_server.ingestion.import_jobs import ImportJobs
 from annocloud_server.ingestion.imports import library_format
-from annocloud_server.ingestion.ingest import Ingestor
+from annocloud_server.ingestion.ingest import Detect, Ingestor
 
 
 def _cursor(token: str, key: str, scope: str = "") -> int | None:
@@ -45,12 +49,22 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         ingestor: Ingestor,
         imports: ImportJobs,
         tasks: TasksClient,
+        detector: SensitiveRegionDetector,
     ):
         self._auth = authenticator
         self._db = db
         self._ingestor = ingestor
         self._imports = imports
         self._tasks = tasks
+        self._detector = detector
+
+    def _detect_as_caller(self, context: grpc.ServicerContext) -> Detect:
+        metadata = forwarded_metadata(context)
+
+        def detect(image: bytes) -> list[Region]:
+            return self._detector.detect(image, metadata=metadata)
+
+        return detect
 
     def CreateDataset(
         self, request: ingestion_pb2.CreateDatasetRequest, context: grpc.ServicerContext
@@ -61,6 +75,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             display_name=domain.validate_display_name(request.dataset.display_name),
             description=domain.validate_description(request.dataset.description),
             request_id=domain.validate_request_id(request.request_id),
+            deidentify=request.dataset.deidentify,
         )
         return ingestion_pb2.CreateDatasetResponse(dataset=dataset_to_proto(dataset))
 
@@ -120,6 +135,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             metadata_json=metadata,
             request_id=request_id,
             chunks=chunks(),
+            detect=self._detect_as_caller(context),
         )
         return ingestion_pb2.UploadItemResponse(item=item_to_proto(item), duplicate=duplicate)
 
@@ -131,7 +147,11 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         request_id = domain.validate_request_id(request.request_id)
         rows = domain.parse_manifest(request.manifest)
         outcome = self._ingestor.import_manifest(
-            organization_id=principal.organization_id, dataset_id=dataset_id, rows=rows, request_id=request_id
+            organization_id=principal.organization_id,
+            dataset_id=dataset_id,
+            rows=rows,
+            request_id=request_id,
+            detect=self._detect_as_caller(context),
         )
         return ingestion_pb2.ImportManifestResponse(
             items=[item_to_proto(i) for i in outcome.items], duplicate_count=outcome.duplicate_count
@@ -286,3 +306,31 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             jobs = [import_job_to_proto(j) for j in rows[:size]]
         token = encode_token({"before": rows[size - 1].seq, "scope": dataset_id}) if len(rows) > size else ""
         return ingestion_pb2.ListImportsResponse(import_jobs=jobs, next_page_token=token)
+
+    def ListSensitiveRegions(
+        self, request: ingestion_pb2.ListSensitiveRegionsRequest, context: grpc.ServicerContext
+    ) -> ingestion_pb2.ListSensitiveRegionsResponse:
+        principal = self._auth.require(context, READERS)
+        dataset_id, item_id = parse_item_name(request.item)
+        with self._db.read() as session:
+            store.get_item(
+                session, organization_id=principal.organization_id, dataset_id=dataset_id, item_id=item_id
+            )
+            regions = store.list_regions(session, organization_id=principal.organization_id, item_id=item_id)
+        return ingestion_pb2.ListSensitiveRegionsResponse(regions=[region_to_proto(r) for r in regions])
+
+    def UpdateSensitiveRegions(
+        self, request: ingestion_pb2.UpdateSensitiveRegionsRequest, context: grpc.ServicerContext
+    ) -> ingestion_pb2.UpdateSensitiveRegionsResponse:
+        principal = self._auth.require(context, MANAGERS)
+        dataset_id, item_id = parse_item_name(request.item)
+        item, regions = self._ingestor.update_regions(
+            organization_id=principal.organization_id,
+            dataset_id=dataset_id,
+            item_id=item_id,
+            regions=[region_from_proto(r) for r in request.regions],
+            subject=principal.subject,
+        )
+        return ingestion_pb2.UpdateSensitiveRegionsResponse(
+            item=item_to_proto(item), regions=[region_to_proto(r) for r in regions]
+        )

@@ -6,12 +6,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from annocloud_server.common.errors import NotFound
+from annocloud_server.ingestion.deid import Region
 from annocloud_server.ingestion.domain import band_keys, most_similar, probe_keys
-from annocloud_server.ingestion.models import Dataset, IdempotencyKey, ImportJobRow, Item, ItemHashBand
+from annocloud_server.ingestion.models import (
+    Dataset,
+    IdempotencyKey,
+    ImportJobRow,
+    Item,
+    ItemHashBand,
+    SensitiveRegionRow,
+)
 
 
 def now() -> datetime:
@@ -19,7 +27,13 @@ def now() -> datetime:
 
 
 def create_dataset(
-    session: Session, *, organization_id: str, dataset_id: str, display_name: str, description: str
+    session: Session,
+    *,
+    organization_id: str,
+    dataset_id: str,
+    display_name: str,
+    description: str,
+    deidentify: bool = False,
 ) -> Dataset:
     dataset = Dataset(
         id=dataset_id,
@@ -28,6 +42,7 @@ def create_dataset(
         description=description,
         item_count=0,
         create_time=now(),
+        deidentify=deidentify,
     )
     session.add(dataset)
     session.flush()
@@ -74,13 +89,20 @@ def save_request(
     session.flush()
 
 
-def find_item_by_sha(session: Session, *, organization_id: str, dataset_id: str, sha256: str) -> Item | None:
+def find_duplicate(
+    session: Session, *, organization_id: str, dataset_id: str, sha256s: Sequence[str]
+) -> Item | None:
+    """The item of the dataset whose stored media or (de-identified) uploaded original has one of
+    these hashes: the exact-duplicate rule."""
+    wanted = sorted(set(sha256s))
     return session.scalars(
-        select(Item).where(
+        select(Item)
+        .where(
             Item.organization_id == organization_id,
             Item.dataset_id == dataset_id,
-            Item.content_sha256 == sha256,
+            or_(Item.content_sha256.in_(wanted), Item.original_sha256.in_(wanted)),
         )
+        .order_by(Item.seq)
     ).first()
 
 
@@ -127,6 +149,10 @@ class NewItem:
     perceptual_hash: int | None = None
     metadata_json: str = "{}"
     source_uri: str = ""
+    original_sha256: str | None = None
+    """De-identified images: the uploaded bytes' hash (``content_sha256`` is the blurred media)."""
+    regions: Sequence[Region] = ()
+    """The regions blurred in the media."""
 
 
 def add_item(session: Session, *, organization_id: str, dataset_id: str, new: NewItem) -> Item:
@@ -156,8 +182,11 @@ def add_item(session: Session, *, organization_id: str, dataset_id: str, new: Ne
         metadata_json=new.metadata_json,
         source_uri=new.source_uri,
         create_time=now(),
+        original_sha256=new.original_sha256,
+        blurred_regions=len(new.regions),
     )
     session.add(item)
+    add_regions(session, organization_id=organization_id, item_id=new.item_id, regions=new.regions)
     if new.perceptual_hash is not None:
         session.add_all(
             ItemHashBand(
@@ -179,15 +208,60 @@ def add_item(session: Session, *, organization_id: str, dataset_id: str, new: Ne
     return item
 
 
-def get_item(session: Session, *, organization_id: str, dataset_id: str, item_id: str) -> Item:
-    item = session.scalars(
-        select(Item).where(
-            Item.organization_id == organization_id, Item.dataset_id == dataset_id, Item.id == item_id
-        )
-    ).first()
+def get_item(
+    session: Session, *, organization_id: str, dataset_id: str, item_id: str, for_update: bool = False
+) -> Item:
+    query = select(Item).where(
+        Item.organization_id == organization_id, Item.dataset_id == dataset_id, Item.id == item_id
+    )
+    item = session.scalars(query.with_for_update() if for_update else query).first()
     if item is None:
         raise NotFound(f"item datasets/{dataset_id}/items/{item_id} not found", reason="ITEM_NOT_FOUND")
     return item
+
+
+def add_regions(session: Session, *, organization_id: str, item_id: str, regions: Sequence[Region]) -> None:
+    session.add_all(
+        SensitiveRegionRow(
+            item_id=item_id,
+            position=position,
+            organization_id=organization_id,
+            kind=r.kind,
+            x=r.x,
+            y=r.y,
+            width=r.width,
+            height=r.height,
+            score=r.score,
+            source=r.source,
+        )
+        for position, r in enumerate(regions)
+    )
+
+
+def list_regions(session: Session, *, organization_id: str, item_id: str) -> list[Region]:
+    rows = session.scalars(
+        select(SensitiveRegionRow)
+        .where(SensitiveRegionRow.organization_id == organization_id, SensitiveRegionRow.item_id == item_id)
+        .order_by(SensitiveRegionRow.position)
+    )
+    return [Region(r.kind, r.x, r.y, r.width, r.height, r.score, r.source) for r in rows]
+
+
+def replace_media(
+    session: Session, *, item: Item, content_sha256: str, size_bytes: int, regions: Sequence[Region]
+) -> None:
+    """Points a de-identified item at its new blur and stores the regions it was blurred with."""
+    session.execute(
+        delete(SensitiveRegionRow).where(
+            SensitiveRegionRow.organization_id == item.organization_id,
+            SensitiveRegionRow.item_id == item.id,
+        )
+    )
+    add_regions(session, organization_id=item.organization_id, item_id=item.id, regions=regions)
+    item.content_sha256 = content_sha256
+    item.size_bytes = size_bytes
+    item.blurred_regions = len(regions)
+    session.flush()
 
 
 def get_items(session: Session, *, organization_id: str, item_ids: Sequence[str]) -> list[Item]:

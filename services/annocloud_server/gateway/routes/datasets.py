@@ -18,10 +18,15 @@ def create_dataset(
     clients: ClientsDep,
     body: Annotated[
         dict[str, Any],
-        Body(examples=[{"display_name": "street scenes", "description": "", "request_id": "r-1"}]),
+        Body(
+            examples=[
+                {"display_name": "street scenes", "description": "", "deidentify": True, "request_id": "r-1"}
+            ]
+        ),
     ],
 ) -> dict[str, Any]:
-    """Creates a dataset (a Dataset plus an optional request_id for idempotent retries)."""
+    """Creates a dataset (a Dataset plus an optional request_id for idempotent retries); with
+    ``deidentify`` its images are stored with faces and plates blurred."""
     fields = dict(body)
     request_id = string_field(fields, "request_id")
     fields.pop("request_id", None)

@@ -172,3 +172,37 @@ def get_item_content(clients: ClientsDep, dataset: DatasetId, item: ItemId) -> S
     first, rest = first_and_rest(clients.stream(clients.ingestion.ReadItemContent, request))
     media_type = (first.content_type if first is not None else "") or "application/octet-stream"
     return StreamingResponse(rest, media_type=media_type)
+
+
+@router.get("/datasets/{dataset}/items/{item}/sensitiveRegions")
+def list_sensitive_regions(clients: ClientsDep, dataset: DatasetId, item: ItemId) -> dict[str, Any]:
+    """The faces and plates blurred in a de-identified item's stored media; returns {"regions"}."""
+    request = ingestion_pb2.ListSensitiveRegionsRequest(item=f"datasets/{dataset}/items/{item}")
+    return to_dict(clients.read(clients.ingestion.ListSensitiveRegions, request))
+
+
+@router.put("/datasets/{dataset}/items/{item}/sensitiveRegions")
+def update_sensitive_regions(
+    clients: ClientsDep,
+    dataset: DatasetId,
+    item: ItemId,
+    body: Annotated[
+        dict[str, Any] | None,
+        Body(
+            examples=[
+                {"regions": [{"kind": "SENSITIVE_KIND_FACE", "x": 10, "y": 12, "width": 40, "height": 48}]}
+            ]
+        ),
+    ] = None,
+) -> dict[str, Any]:
+    """Replaces the regions (the full new set) and blurs the original again; returns {"item", "regions"}."""
+    name = f"datasets/{dataset}/items/{item}"
+    fields = split_body(body, {"regions"})
+    if "regions" not in fields:
+        # Another organization's item is 404 whatever the body; only then is a missing set refused
+        # (an empty list is explicit: it removes every blur).
+        clients.read(clients.ingestion.GetItem, ingestion_pb2.GetItemRequest(name=name))
+        raise bad_request("REGIONS_REQUIRED", 'the body must be {"regions": [...]}, the full new set')
+    request = parse({"regions": fields["regions"]}, ingestion_pb2.UpdateSensitiveRegionsRequest)
+    request.item = name
+    return to_dict(clients.call(clients.ingestion.UpdateSensitiveRegions, request))
