@@ -40,13 +40,15 @@ def caller(authenticator: Authenticator) -> Callable[..., Caller]:
 
 @pytest.fixture
 def start_services(tmp_path: Path, authenticator: Authenticator) -> Iterator[Callable[..., Runtime]]:
-    """start_services([create_component, ...], service_addresses={...}) -> Runtime on port 0, durable in-process bus."""
+    """start_services([create_component, ...], service_addresses={...}, triton_url="") -> Runtime on
+    port 0, durable in-process bus."""
     runtimes: list[Runtime] = []
 
     def start(
         factories: Sequence[ComponentFactory],
         data_dir: Path | None = None,
         service_addresses: dict[str, str] | None = None,
+        triton_url: str = "",
     ) -> Runtime:
         directory = data_dir or tmp_path / f"rt{len(runtimes)}"
         directory.mkdir(parents=True, exist_ok=True)
@@ -57,6 +59,7 @@ def start_services(tmp_path: Path, authenticator: Authenticator) -> Iterator[Cal
             bus=bus,
             authenticator=authenticator,
             service_addresses=service_addresses,
+            triton_url=triton_url,
         )
         runtimes.append(runtime)
         return runtime

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
+from annocloud_server.common.service_names import SERVICES
+
 if TYPE_CHECKING:
     from annocloud_sdk import Client
 
@@ -30,7 +32,7 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 ROLE_CHOICES = ("admin", "manager", "reviewer", "annotator")
 FORMAT_CHOICES = ("coco", "pascal_voc", "yolo", "jsonl")
 TASK_STATES = ("queued", "leased", "completed", "cancelled")
-SERVICE_CHOICES = ("ingestion", "tasks", "annotations", "qa", "export")
+SERVICE_CHOICES = SERVICES
 
 ClientFactory = Callable[[str, str], "Client"]
 
@@ -62,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-port", type=int, default=50051)
     serve.add_argument(
         "--demo", action="store_true", help="seed a demo organization, key, dataset and project"
+    )
+    serve.add_argument(
+        "--triton",
+        default=os.environ.get("ANNOCLOUD_TRITON_URL", "") or "auto",
+        help="auto: start the local tritonserver (nvidia-pytriton wheel, scripts/infra/triton.sh); off: "
+        "no model features; host:port: use that Triton server (default: env ANNOCLOUD_TRITON_URL, else auto)",
     )
 
     run = commands.add_parser(
@@ -255,7 +263,14 @@ def _load_json(path: Path) -> Any:
 def _serve(args: argparse.Namespace) -> int:
     from annocloud_server.embedded import serve
 
-    serve(data_dir=args.data_dir, host=args.host, port=args.port, grpc_port=args.grpc_port, demo=args.demo)
+    serve(
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        grpc_port=args.grpc_port,
+        demo=args.demo,
+        triton=args.triton,
+    )
     return 0
 
 

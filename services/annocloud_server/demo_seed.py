@@ -53,7 +53,17 @@ def seed_demo(stack: EmbeddedStack) -> dict[str, str]:
                 metadata={"time_of_day": scene.time_of_day},
             )
         client.create_project(
-            {"display_name": "Plates and cars", "redundancy": 3, "datasets": [streets["name"]]},
+            {
+                "display_name": "Plates and cars",
+                "redundancy": 3,
+                "datasets": [streets["name"]],
+                # With Triton running, every scene gets plate suggestions and the queue learns.
+                "model_assist": {
+                    "prelabel": [{"model": "plate_detector", "label": "plate"}],
+                    "strategy": "SAMPLING_STRATEGY_MARGIN",
+                    "retrain_every": 10,
+                },
+            },
             street_schema(),
             request_id="demo-project-plates",
         )
@@ -66,7 +76,12 @@ def seed_demo(stack: EmbeddedStack) -> dict[str, str]:
             request_id="demo-tickets",
         )
         client.create_project(
-            {"display_name": "Ticket routing", "redundancy": 2, "datasets": [tickets["name"]]},
+            {
+                "display_name": "Ticket routing",
+                "redundancy": 2,
+                "datasets": [tickets["name"]],
+                "model_assist": {"strategy": "SAMPLING_STRATEGY_MARGIN", "retrain_every": 10},
+            },
             ticket_schema(),
             request_id="demo-project-tickets",
         )

@@ -25,11 +25,13 @@ from annocloud_server.common.auth import ADMIN, ANNOTATOR, MANAGER, REVIEWER, Au
 from annocloud_server.common.inprocess_bus import InProcessEventBus
 from annocloud_server.common.server import make_channel
 from annocloud_server.common.telemetry import instrument_fastapi, setup_logging, setup_tracing
+from annocloud_server.devstack.infra import StackError, TritonServer
 from annocloud_server.export.component import create_component as create_export
 from annocloud_server.gateway.apikeys import ApiKeyStore
 from annocloud_server.gateway.app import create_app
 from annocloud_server.gateway.settings import GatewaySettings
 from annocloud_server.ingestion.component import create_component as create_ingestion
+from annocloud_server.modelassist.component import create_component as create_modelassist
 from annocloud_server.process import SERVICE_NAMES, wait_interruptibly
 from annocloud_server.qa.component import create_component as create_qa
 from annocloud_server.runtime import ComponentFactory, Runtime, start_runtime
@@ -43,6 +45,7 @@ ALL_COMPONENTS: tuple[ComponentFactory, ...] = (
     create_annotations,
     create_qa,
     create_export,
+    create_modelassist,
 )
 
 SECRET_ENV = "ANNOCLOUD_PRINCIPAL_SECRET"  # noqa: S105 (the variable name, not a secret)
@@ -77,6 +80,10 @@ class EmbeddedStack:
     data_dir: Path
     secret: bytes
     """The principal-signing secret (callers of the gRPC APIs sign their principals with it)."""
+    triton_url: str = ""
+    """The Triton server modelassist uses ("" = none: model features off)."""
+    local_triton: TritonServer | None = None
+    """The tritonserver this stack started (stopped with it)."""
 
     @property
     def grpc_address(self) -> str:
@@ -105,8 +112,12 @@ class EmbeddedStack:
         on the same data directory and ports."""
         host, port = self.http_server.servers[0].sockets[0].getsockname()[:2]
         grpc_port = self.runtime.server.port
+        local, self.local_triton = self.local_triton, None
         self.stop()
-        fresh = start_embedded(data_dir=self.data_dir, host=host, port=port, grpc_port=grpc_port)
+        fresh = start_embedded(
+            data_dir=self.data_dir, host=host, port=port, grpc_port=grpc_port, triton_url=self.triton_url
+        )
+        fresh.local_triton = local
         self.runtime, self.http_server, self.http_thread = fresh.runtime, fresh.http_server, fresh.http_thread
         self.api_keys, self.secret = fresh.api_keys, fresh.secret
 
@@ -114,12 +125,46 @@ class EmbeddedStack:
         self.http_server.should_exit = True
         self.http_thread.join(10)
         self.runtime.stop()
+        if self.local_triton is not None:
+            self.local_triton.stop()
+            self.local_triton = None
+
+
+def start_local_triton(data_dir: Path) -> TritonServer | None:
+    """The tritonserver of the nvidia-pytriton wheel (``scripts/infra/triton.sh``, its own venv,
+    ports from ``ANNOCLOUD_TRITON_*_PORT`` or 18001/18000/18002), or None when it cannot start: the
+    reason is printed and annocloud runs without model features."""
+    server = TritonServer(
+        infra_dir=data_dir / "infra",
+        grpc_port=int(os.environ.get("ANNOCLOUD_TRITON_GRPC_PORT", "18001")),
+        http_port=int(os.environ.get("ANNOCLOUD_TRITON_HTTP_PORT", "18000")),
+        metrics_port=int(os.environ.get("ANNOCLOUD_TRITON_METRICS_PORT", "18002")),
+    )
+    if not server.available:
+        print("annocloud: scripts/infra/triton.sh is not here; running without Triton", flush=True)
+        return None
+    print("annocloud: starting the local Triton server (first start installs its venv)", flush=True)
+    try:
+        server.start()
+    except StackError as error:
+        print(
+            f"annocloud: Triton could not start; pre-labels, rescoring and de-identification are off:\n{error}",
+            flush=True,
+        )
+        return None
+    return server
 
 
 def start_embedded(
-    *, data_dir: Path, host: str = "127.0.0.1", port: int = 0, grpc_port: int = 0
+    *,
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    grpc_port: int = 0,
+    triton_url: str = "",
 ) -> EmbeddedStack:
-    """Starts every service and the gateway; returns once both accept connections."""
+    """Starts every service and the gateway; returns once both accept connections. ``triton_url``
+    is the Triton server modelassist calls ("" = none)."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     setup_tracing("annocloud")
@@ -132,6 +177,7 @@ def start_embedded(
         bus=bus,
         authenticator=authenticator,
         address=f"127.0.0.1:{grpc_port}",
+        triton_url=triton_url,
     )
     gateway_settings = GatewaySettings()
     channel = make_channel(
@@ -155,7 +201,7 @@ def start_embedded(
             runtime.stop()
             raise RuntimeError(f"the gateway could not start on {host}:{port}")
         time.sleep(0.02)
-    return EmbeddedStack(runtime, http_server, thread, api_keys, data_dir, secret)
+    return EmbeddedStack(runtime, http_server, thread, api_keys, data_dir, secret, triton_url)
 
 
 DEMO_USERS = (
@@ -168,10 +214,22 @@ DEMO_USERS = (
 )
 
 
-def serve(*, data_dir: Path, host: str, port: int, grpc_port: int, demo: bool) -> None:
-    """Runs annocloud until interrupted (``annocloud serve``)."""
+def serve(*, data_dir: Path, host: str, port: int, grpc_port: int, demo: bool, triton: str = "auto") -> None:
+    """Runs annocloud until interrupted (``annocloud serve``). ``triton``: ``auto`` starts the local
+    tritonserver, ``off`` runs without one, anything else is its ``host:port``."""
     setup_logging(os.environ.get("ANNOCLOUD_LOG_LEVEL", "INFO"))
-    stack = start_embedded(data_dir=data_dir, host=host, port=port, grpc_port=grpc_port)
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    local = start_local_triton(Path(data_dir)) if triton == "auto" else None
+    triton_url = local.grpc_address if local is not None else ("" if triton in ("auto", "off") else triton)
+    try:
+        stack = start_embedded(
+            data_dir=data_dir, host=host, port=port, grpc_port=grpc_port, triton_url=triton_url
+        )
+    except BaseException:
+        if local is not None:
+            local.stop()
+        raise
+    stack.local_triton = local
     stopping = threading.Event()
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
@@ -184,6 +242,7 @@ def serve(*, data_dir: Path, host: str, port: int, grpc_port: int, demo: bool) -
         f"  REST API + docs : {stack.base_url}/docs",
         f"  gRPC (all services): {stack.grpc_address}",
         f"  data directory  : {Path(data_dir).resolve()}",
+        f"  Triton          : {triton_url or 'off (no pre-labels, rescoring or de-identification)'}",
     ]
     if demo:
         from annocloud_server.demo_seed import seed_demo

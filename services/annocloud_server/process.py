@@ -27,12 +27,13 @@ from annocloud_server.common.db import sqlite_url
 from annocloud_server.common.events import EventBus
 from annocloud_server.common.metrics import MetricsServer, parse_address
 from annocloud_server.common.server import make_channel
+from annocloud_server.common.service_names import SERVICES
 from annocloud_server.common.telemetry import setup_logging, setup_tracing
 from annocloud_server.runtime import ComponentFactory, start_runtime
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = ("ingestion", "tasks", "annotations", "qa", "export")
+SERVICE_NAMES = SERVICES
 
 
 def component_factory(service: str) -> ComponentFactory:
@@ -72,6 +73,10 @@ class ProcessSettings(BaseSettings):
         description="Services: host:port of the Prometheus /metrics server (empty = off; gateway: on its port).",
     )
     principal_secret: SecretStr = Field(description="Shared secret signing principals (>= 32 chars).")
+    triton_url: str = Field(
+        default="",
+        description="modelassist: host:port of the Triton gRPC endpoint (empty = model features off).",
+    )
 
     @field_validator("metrics_address")
     @classmethod
@@ -155,6 +160,7 @@ def run_service(
         address=settings.grpc_address,
         database_url_for=lambda _name: url,
         service_addresses=settings.addresses(),
+        triton_url=settings.triton_url,
     )
     metrics_server = None
     try:

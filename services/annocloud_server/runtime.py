@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2
 from prometheus_client import CollectorRegistry
 
 from annocloud_server.common import faults
@@ -43,6 +45,7 @@ class Runtime:
     consumers: list[ConsumerRunner] = field(default_factory=list)
     channels: list[grpc.Channel] = field(default_factory=list)
     metrics_registry: CollectorRegistry = field(default_factory=new_registry)
+    readiness: ReadinessWatch | None = None
 
     @property
     def address(self) -> str:
@@ -63,6 +66,8 @@ class Runtime:
         raise TimeoutError("events did not settle in time")
 
     def stop(self) -> None:
+        if self.readiness is not None:
+            self.readiness.stop()
         self.server.stop(grace=2.0)
         for consumer in self.consumers:
             consumer.stop()
@@ -90,6 +95,7 @@ def start_runtime(
     database_url_for: Callable[[str], str] | None = None,
     service_addresses: dict[str, str] | None = None,
     metrics_registry: CollectorRegistry | None = None,
+    triton_url: str = "",
 ) -> Runtime:
     """Creates the components, binds one server for all of them and starts relays and consumers.
 
@@ -136,6 +142,7 @@ def start_runtime(
             blob_store=blob_store,
             channel_to=channel_to,
             on_outbox_commit=wake_relay_of(probe_name),
+            triton_url=triton_url,
         )
         components.append(factory(ctx))
 
@@ -166,7 +173,56 @@ def start_runtime(
     for component in components:
         for loop in component.background:
             loop.start()
-    return Runtime(components, server, bus, relays, consumers, channels, registry)
+    watch = ReadinessWatch(server, components)
+    watch.start()
+    runtime = Runtime(components, server, bus, relays, consumers, channels, registry)
+    runtime.readiness = watch
+    return runtime
+
+
+class ReadinessWatch:
+    """Polls each component's ``readiness`` and sets the gRPC health of its services (and of the
+    whole server when it hosts only that component) to SERVING or NOT_SERVING."""
+
+    def __init__(self, server: GrpcServer, components: Sequence[Component], *, interval: float = 2.0):
+        self._server = server
+        self._checks = [(c, [r.full_name for r in c.registrations]) for c in components if c.readiness]
+        self._whole = len(components) == 1
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check_once(self) -> None:
+        for component, names in self._checks:
+            try:
+                ready = bool(component.readiness and component.readiness())
+            except Exception:
+                log.exception("readiness check of %s failed", component.name)
+                ready = False
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if ready
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            for name in [*names, *([""] if self._whole else [])]:
+                self._server.health.set(name, status)
+
+    def start(self) -> None:
+        if not self._checks:
+            return
+        self.check_once()
+        self._thread = threading.Thread(target=self._run, name="readiness-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.check_once()
 
 
 def random_secret() -> bytes:

@@ -17,7 +17,6 @@ import httpx
 import numpy as np
 import pytest
 import skimage.data
-import triton_support
 import tritonclient.grpc as triton_grpc
 from annocloud_server.common.triton import (
     Box,
@@ -27,6 +26,7 @@ from annocloud_server.common.triton import (
     TritonUnavailable,
 )
 from PIL import Image, ImageDraw, ImageFont
+from support import triton_server as triton_support
 from tritonclient.utils import InferenceServerException
 
 # Every model of gpu-inference/model_repository and its configured max_batch_size.

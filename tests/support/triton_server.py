@@ -12,7 +12,7 @@ with the script's output and the server's log tail: there is no fallback, nothin
 
 Test files use it as::
 
-    import triton_support
+    from support import triton_server as triton_support
 
     @pytest.fixture(scope="module")
     def triton(request: pytest.FixtureRequest) -> triton_support.TritonServer:

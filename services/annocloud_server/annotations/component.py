@@ -5,12 +5,18 @@ from __future__ import annotations
 from annocloud.annotations.v1 import annotations_pb2_grpc
 from annocloud.events.v1 import events_pb2
 
-from annocloud_server.annotations.handlers import on_labels_imported
+from annocloud_server.annotations.handlers import on_labels_imported, on_predictions_ready
 from annocloud_server.annotations.models import Base, inbox, outbox
 from annocloud_server.annotations.servicer import AnnotationServicer
 from annocloud_server.common.component import Component, ComponentContext
 from annocloud_server.common.db import Database
-from annocloud_server.common.events import TOPIC_ANNOTATIONS, TOPIC_INGESTION, EventWriter, event_type_of
+from annocloud_server.common.events import (
+    TOPIC_ANNOTATIONS,
+    TOPIC_INGESTION,
+    TOPIC_MODELASSIST,
+    EventWriter,
+    event_type_of,
+)
 from annocloud_server.common.server import ServiceRegistration
 from annocloud_server.common.tasks_client import TasksClient
 
@@ -31,6 +37,9 @@ def create_component(ctx: ComponentContext) -> Component:
                 lambda server: annotations_pb2_grpc.add_AnnotationServiceServicer_to_server(servicer, server),
             )
         ],
-        topics=[TOPIC_INGESTION],
-        handlers={event_type_of(events_pb2.LabelsImported): on_labels_imported},
+        topics=[TOPIC_INGESTION, TOPIC_MODELASSIST],
+        handlers={
+            event_type_of(events_pb2.LabelsImported): on_labels_imported,
+            event_type_of(events_pb2.PredictionsReady): on_predictions_ready,
+        },
     )

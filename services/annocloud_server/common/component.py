@@ -41,6 +41,8 @@ class ComponentContext:
     """A channel to another service by short name ("tasks", ...)."""
     on_outbox_commit: Callable[[], None] = lambda: None
     """Called after a transaction that wrote outbox rows commits (wakes the relay)."""
+    triton_url: str = ""
+    """gRPC address (host:port) of the Triton server; empty = none (model features off)."""
 
 
 @dataclass
@@ -55,3 +57,6 @@ class Component:
     topics: list[str] = field(default_factory=list)
     handlers: Mapping[str, Handler] = field(default_factory=dict)
     background: list[Background] = field(default_factory=list)
+    readiness: Callable[[], bool] | None = None
+    """Whether the service can do its work right now (e.g. its Triton server is ready); polled,
+    and reported as the gRPC health of its services. None: ready while running."""

@@ -61,6 +61,7 @@ TOPIC_TASKS = "annocloud.tasks.v1"
 TOPIC_ANNOTATIONS = "annocloud.annotations.v1"
 TOPIC_QA = "annocloud.qa.v1"
 TOPIC_EXPORT = "annocloud.export.v1"
+TOPIC_MODELASSIST = "annocloud.modelassist.v1"
 
 
 def event_type_of(payload_type: type[Message]) -> str:

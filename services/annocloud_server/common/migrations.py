@@ -41,10 +41,11 @@ from annocloud_server.common.db import (
     postgresql_engine,
     schema_of,
 )
+from annocloud_server.common.service_names import SERVICES as SERVICES
 
 log = logging.getLogger(__name__)
 
-SERVICES: tuple[str, ...] = ("ingestion", "tasks", "annotations", "qa", "export")
+
 VERSION_TABLE = "alembic_version"
 
 _URL_ATTR = "annocloud_url"

@@ -257,6 +257,39 @@ class TritonClient:
             raise _translate(error, f"{model} on {len(images)} image(s)") from error
         return _detections(model, result, len(images))
 
+    def embed_many(
+        self, model: str, inputs: Sequence[bytes], *, input_name: str, timeout: float | None = None
+    ) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """Runs embedding ``model`` (``IMAGE`` or ``TEXT`` BYTES in, ``EMBEDDING`` FP32 [n, d] out)."""
+        if not inputs:
+            return np.zeros((0, 0), dtype=np.float32)
+        data = np.empty((len(inputs), 1), dtype=np.object_)
+        for index, value in enumerate(inputs):
+            if not isinstance(value, bytes | bytearray | memoryview):
+                raise TypeError(f"inputs[{index}] must be bytes, not {type(value).__name__}")
+            data[index, 0] = bytes(value)
+        request = triton_grpc.InferInput(input_name, [len(inputs), 1], "BYTES")
+        request.set_data_from_numpy(data)
+        try:
+            result = self._client.infer(
+                model,
+                [request],
+                outputs=[triton_grpc.InferRequestedOutput("EMBEDDING")],
+                client_timeout=self._deadline(timeout),
+            )
+        except InferenceServerException as error:
+            raise _translate(error, f"{model} on {len(inputs)} input(s)") from error
+        return _output(result, "EMBEDDING", model).astype(np.float32).reshape(len(inputs), -1)
+
+    def model_version(self, model: str, timeout: float | None = None) -> str:
+        """The newest version the server has loaded of ``model`` (provenance of its outputs)."""
+        try:
+            metadata = self._client.get_model_metadata(model, client_timeout=self._deadline(timeout))
+        except InferenceServerException as error:
+            raise _translate(error, f"metadata of {model}") from error
+        versions = [str(v) for v in metadata.versions]
+        return max(versions, key=lambda v: (len(v), v)) if versions else ""
+
 
 def _output(result: Any, name: str, model: str) -> np.ndarray[Any, Any]:
     array = result.as_numpy(name)

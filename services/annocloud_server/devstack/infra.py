@@ -219,7 +219,7 @@ def _metadata_ok(bootstrap: str) -> bool:
 
 
 class TritonServer(InfraServer):
-    """NVIDIA Triton from ``triton.sh`` (the topology is complete with it; no service calls it yet)."""
+    """NVIDIA Triton from ``triton.sh``; the stack hands its address to modelassist."""
 
     SCRIPT = "triton.sh"
 

@@ -376,6 +376,8 @@ class ClusterStack:
                     "ANNOCLOUD_METRICS_ADDRESS": self.metrics_addresses[name],
                 }
             )
+            if name == "modelassist" and self.triton is not None and self.triton.available:
+                env["ANNOCLOUD_TRITON_URL"] = self.triton.grpc_address
         env.update(self._env)
         env.update(self._service_env.get(name, {}))
         env.update(extra_env or {})

@@ -17,6 +17,7 @@ from annocloud_server.gateway.grpc_clients import ServiceStubs
 from annocloud_server.gateway.limits import BodyLimitMiddleware
 from annocloud_server.gateway.routes import annotations as annotation_routes
 from annocloud_server.gateway.routes import datasets, exports, health, imports, items, projects, qa, tasks
+from annocloud_server.gateway.routes import modelassist as modelassist_routes
 from annocloud_server.gateway.routes import versions as version_routes
 from annocloud_server.gateway.routes import workforce as workforce_routes
 from annocloud_server.gateway.settings import GatewaySettings
@@ -80,6 +81,7 @@ def create_app(
         qa,
         exports,
         workforce_routes,
+        modelassist_routes,
     ):
         app.include_router(module.router, prefix="/v1")
     app.include_router(version_routes.router, prefix="/v1")

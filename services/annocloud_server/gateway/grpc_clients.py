@@ -17,6 +17,7 @@ from annocloud.annotations.v1 import annotations_pb2_grpc
 from annocloud.common.v1 import common_pb2
 from annocloud.export.v1 import export_pb2_grpc
 from annocloud.ingestion.v1 import ingestion_pb2_grpc
+from annocloud.modelassist.v1 import modelassist_pb2_grpc
 from annocloud.qa.v1 import qa_pb2_grpc
 from annocloud.tasks.v1 import tasks_pb2_grpc, workforce_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -32,8 +33,11 @@ SERVICE_NAMES: dict[str, str] = {
     "annotations": "annocloud.annotations.v1.AnnotationService",
     "qa": "annocloud.qa.v1.QaService",
     "export": "annocloud.export.v1.ExportService",
+    "modelassist": "annocloud.modelassist.v1.ModelAssistService",
 }
 """Short name → full gRPC service name (the health-check name)."""
+OPTIONAL_SERVICES = frozenset({"modelassist"})
+"""Labeling goes on without them: not serving makes the gateway degraded, not unready."""
 
 
 class ServiceStubs:
@@ -53,6 +57,7 @@ class ServiceStubs:
         self.annotations = annotations_pb2_grpc.AnnotationServiceStub(self.channels["annotations"])
         self.qa = qa_pb2_grpc.QaServiceStub(self.channels["qa"])
         self.export = export_pb2_grpc.ExportServiceStub(self.channels["export"])
+        self.modelassist = modelassist_pb2_grpc.ModelAssistServiceStub(self.channels["modelassist"])
 
     def health(self, timeout: float = 2.0) -> dict[str, str]:
         """Serving status of every service by full name ("SERVING", "NOT_SERVING", "UNAVAILABLE"...)."""
@@ -96,6 +101,10 @@ class Clients:
     @property
     def qa(self) -> qa_pb2_grpc.QaServiceStub:
         return self.stubs.qa
+
+    @property
+    def modelassist(self) -> modelassist_pb2_grpc.ModelAssistServiceStub:
+        return self.stubs.modelassist
 
     @property
     def export(self) -> export_pb2_grpc.ExportServiceStub:

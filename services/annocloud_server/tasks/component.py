@@ -13,6 +13,7 @@ from annocloud_server.common.db import Database
 from annocloud_server.common.events import (
     TOPIC_ANNOTATIONS,
     TOPIC_INGESTION,
+    TOPIC_MODELASSIST,
     TOPIC_QA,
     TOPIC_TASKS,
     EventWriter,
@@ -103,7 +104,7 @@ def create_component(ctx: ComponentContext) -> Component:
                 ),
             ),
         ],
-        topics=[TOPIC_INGESTION, TOPIC_ANNOTATIONS, TOPIC_QA],
+        topics=[TOPIC_INGESTION, TOPIC_ANNOTATIONS, TOPIC_QA, TOPIC_MODELASSIST],
         handlers=handlers.by_event_type(),
         background=[LeaseSweeper(db, writer, interval=sweep_interval_from_env())],
     )

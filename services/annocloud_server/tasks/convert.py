@@ -131,6 +131,7 @@ def project_to_proto(
         task_counts=tasks_pb2.TaskCounts(queued=counts[0], leased=counts[1], completed=counts[2]),
         quality=tasks_pb2.QualitySettings.FromString(row.quality or b""),
         organization=row.organization_id,
+        model_assist=tasks_pb2.ModelAssistSettings.FromString(row.model_assist or b""),
     )
     message.create_time.FromDatetime(as_utc(row.create_time))
     return message

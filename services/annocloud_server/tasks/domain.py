@@ -7,6 +7,7 @@ values (or a domain error) back. Enum numbers match the proto enums of ``annoclo
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import IntEnum
@@ -303,3 +304,48 @@ def pick_better(a: tuple[int, int] | None, b: tuple[int, int] | None) -> int:
     if b is None:
         return 0
     return 0 if (-a[0], a[1]) <= (-b[0], b[1]) else 1
+
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+MAX_RETRAIN_EVERY = 10_000
+
+
+@dataclass(frozen=True)
+class PrelabelSpec:
+    model: str
+    label: str
+    min_score: float
+
+
+def validate_model_assist(
+    *,
+    prelabel: list[PrelabelSpec],
+    strategy: int,
+    retrain_every: int,
+    cold_start: int,
+    embedding_model: str,
+    schema: SchemaSpec,
+    path: str = "project.model_assist",
+) -> None:
+    """Pre-label models must name Triton models and map onto the schema's BOX labels; the
+    active-learning settings must be known values. INVALID_ARGUMENT naming the field."""
+    boxes = {o.name for o in schema.objects if o.kind == ObjectKind.BOX}
+    for index, spec in enumerate(prelabel):
+        here = f"{path}.prelabel[{index}]"
+        if not _MODEL_NAME.match(spec.model):
+            raise _bad(f"{here}.model", "must be a Triton model name", "BAD_MODEL_ASSIST")
+        if spec.label not in boxes:
+            known = ", ".join(sorted(boxes)) or "none"
+            raise _bad(
+                f"{here}.label", f"must be a BOX label of the schema (have: {known})", "BAD_MODEL_ASSIST"
+            )
+        if math.isnan(spec.min_score) or not 0.0 <= spec.min_score <= 1.0:
+            raise _bad(f"{here}.min_score", "must be between 0 and 1", "BAD_MODEL_ASSIST")
+    if not 0 <= strategy <= 6:
+        raise _bad(f"{path}.strategy", f"unknown value {strategy}", "BAD_MODEL_ASSIST")
+    if not 0 <= cold_start <= 2:
+        raise _bad(f"{path}.cold_start", f"unknown value {cold_start}", "BAD_MODEL_ASSIST")
+    if not 0 <= retrain_every <= MAX_RETRAIN_EVERY:
+        raise _bad(f"{path}.retrain_every", f"must be between 1 and {MAX_RETRAIN_EVERY}", "BAD_MODEL_ASSIST")
+    if embedding_model and not _MODEL_NAME.match(embedding_model):
+        raise _bad(f"{path}.embedding_model", "must be a Triton model name", "BAD_MODEL_ASSIST")

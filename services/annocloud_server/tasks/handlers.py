@@ -65,6 +65,7 @@ class TaskEventHandlers:
             event_type_of(events_pb2.ItemDifficultyAssessed): self.on_item_difficulty_assessed,
             event_type_of(events_pb2.GoldItemAdded): self.on_gold_item_added,
             event_type_of(events_pb2.WorkerScored): self.on_worker_scored,
+            event_type_of(events_pb2.ItemsRescored): self.on_items_rescored,
         }
 
     def on_item_ingested(self, session: Session, envelope: events_pb2.EventEnvelope) -> None:
@@ -248,4 +249,32 @@ class TaskEventHandlers:
                 worker=event.worker,
                 accepted_time=_occurred(envelope),
                 now=store.utcnow(),
+            )
+
+    def on_items_rescored(self, session: Session, envelope: events_pb2.EventEnvelope) -> None:
+        """Active learning reorders the queue: priorities by rank. Once a head exists the rank also
+        feeds difficulty: the most uncertain half climbs to at most tier 3, so low-level workers
+        keep a queue while the hardest items go to stronger ones."""
+        event = envelope.items_rescored
+        ids = _ids(event.project, "projects/{}", envelope)
+        if (
+            ids is None
+            or store.find_project(session, organization_id=envelope.tenant_id, project_id=ids[0]) is None
+        ):
+            return
+        store.apply_scores(session, project_id=ids[0], scores=[(s.item, s.priority) for s in event.scores])
+        if event.head_version <= 0:
+            return
+        for score in event.scores:
+            rank_share = (score.priority - 1) / 98
+            difficulty = 0.6 * max(0.0, 2 * rank_share - 1)
+            if difficulty <= 0:
+                continue
+            store.set_item_difficulty(
+                session,
+                organization_id=envelope.tenant_id,
+                project_id=ids[0],
+                item=score.item,
+                difficulty=difficulty,
+                source=f"model:{event.strategy}/head-{event.head_version}",
             )

@@ -50,6 +50,8 @@ class Project(Base):
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     quality: Mapped[bytes] = mapped_column(LargeBinary, default=b"", server_default=text("''"))
     """Serialized ``QualitySettings`` (normalized by ``workforce.validate_quality``)."""
+    model_assist: Mapped[bytes] = mapped_column(LargeBinary, default=b"", server_default=text("''"))
+    """Serialized ``ModelAssistSettings`` (modelassist reads it from ProjectCreated)."""
 
 
 class ProjectDataset(Base):

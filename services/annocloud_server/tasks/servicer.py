@@ -92,6 +92,15 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         quality = workforce.validate_quality(
             convert.quality_from_proto(request.project.quality), redundancy=spec.redundancy
         )
+        assist = request.project.model_assist
+        domain.validate_model_assist(
+            prelabel=[domain.PrelabelSpec(p.model, p.label, p.min_score) for p in assist.prelabel],
+            strategy=int(assist.strategy),
+            retrain_every=assist.retrain_every,
+            cold_start=int(assist.cold_start),
+            embedding_model=assist.embedding_model,
+            schema=schema,
+        )
         with self._db.transaction() as session:
             row = store.create_project(
                 session,
@@ -101,6 +110,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
                 schema=schema,
                 request_id=request.request_id,
                 quality=quality,
+                model_assist=assist,
             )
             return tasks_pb2.CreateProjectResponse(project=store.project_message(session, row))
 

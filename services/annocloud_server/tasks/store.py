@@ -130,6 +130,7 @@ def create_project(
     schema: SchemaSpec,
     request_id: str,
     quality: workforce.QualitySpec | None = None,
+    model_assist: tasks_pb2.ModelAssistSettings | None = None,
 ) -> Project:
     """Project + schema v1 + ProjectCreated (+ tasks for known items of its datasets); idempotent."""
     if request_id:
@@ -150,6 +151,7 @@ def create_project(
         quality=convert.quality_to_proto(quality or workforce.QualitySpec()).SerializeToString(
             deterministic=True
         ),
+        model_assist=(model_assist or tasks_pb2.ModelAssistSettings()).SerializeToString(deterministic=True),
     )
     schema_row = LabelSchema(
         project_id=project.project_id,
@@ -500,6 +502,25 @@ def set_item_difficulty(
         .values(difficulty_tier=row.tier)
     )
     return row.tier
+
+
+def apply_scores(session: Session, *, project_id: str, scores: Sequence[tuple[str, int]]) -> int:
+    """Model-assist rescoring: each item's waiting LABEL tasks take the item's queue priority
+    (1..99; rework stays above). Returns how many tasks changed."""
+    changed = 0
+    for item, priority in scores:
+        result = session.execute(
+            update(Task)
+            .where(
+                Task.project_id == project_id,
+                Task.item == item,
+                Task.kind == TaskKind.LABEL,
+                Task.state.in_([TaskState.QUEUED, TaskState.LEASED]),
+            )
+            .values(priority=max(0, min(priority, REWORK_PRIORITY - 1)))
+        )
+        changed += int(getattr(result, "rowcount", 0) or 0)
+    return changed
 
 
 def add_gold_item(session: Session, *, organization_id: str, project_id: str, item: str) -> bool:

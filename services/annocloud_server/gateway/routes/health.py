@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from annocloud_server.gateway.deps import StateDep
+from annocloud_server.gateway.grpc_clients import OPTIONAL_SERVICES, SERVICE_NAMES
 
 router = APIRouter(tags=["health"])
 
@@ -19,12 +20,19 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "A service is not serving."}})
+@router.get("/readyz", responses={503: {"description": "A required service is not serving."}})
 def readyz(state: StateDep) -> JSONResponse:
-    """Every service answers its gRPC health check with SERVING."""
+    """Every required service answers its gRPC health check with SERVING. Optional ones
+    (modelassist: pre-labels, rescoring) that do not are listed under ``degraded``."""
     services = state.stubs.health()
-    ready = all(status == "SERVING" for status in services.values())
-    body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "services": services}
+    optional = {SERVICE_NAMES[short] for short in OPTIONAL_SERVICES}
+    ready = all(status == "SERVING" for name, status in services.items() if name not in optional)
+    degraded = sorted(short for short in OPTIONAL_SERVICES if services.get(SERVICE_NAMES[short]) != "SERVING")
+    body: dict[str, Any] = {
+        "status": "ok" if ready else "unavailable",
+        "services": services,
+        "degraded": degraded,
+    }
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
