@@ -364,7 +364,7 @@ def _stack(args: argparse.Namespace, out: TextIO) -> int:
     up_seconds = time.monotonic() - began
     info = stack.describe()
     lines = [
-        f"annocloud cluster stack is up in {up_seconds:.1f}s: 5 service processes + the gateway "
+        f"annocloud cluster stack is up in {up_seconds:.1f}s: 6 service processes + the gateway "
         "(stop them: annocloud stack down)",
         f"  REST API + docs : {stack.base_url}/docs",
         "  gRPC            : " + ", ".join(f"{s}={a}" for s, a in stack.addresses.items()),

@@ -1,4 +1,4 @@
-"""Chaos suite: annotations flow through the real cluster (five service processes, Kafka, PostgreSQL)
+"""Chaos suite: annotations flow through the real cluster (six service processes, Kafka, PostgreSQL)
 while processes are SIGKILLed at the worst moments, the broker and the database restart, and old
 offsets are replayed. Every fault must end with lost = 0 and duplicate effects = 0.
 

@@ -125,6 +125,11 @@ def test_vendor_work_is_routed_paid_audited_reversed_and_isolated(stack: Stack) 
     assert ana.post(f"/v1/projects/{project}/tasks:leaseNext", json={}).status_code == 404
     ok(manager.post(f"/v1/projects/{project}/grants", json={"vendor": "vendors/ven-a"}))
     held = ok(ana.post(f"/v1/projects/{project}/tasks:leaseNext", json={}))
+    assert held["suggestions"] == []  # no model on this project; the vendor may read its item's
+    assert (
+        ok(ana.get(f"/v1/projects/{project}/predictions", params={"item": held["item"]}))["predictions"] == []
+    )
+    assert ana.get(f"/v1/projects/{project}/predictions").status_code == 400  # one item at a time
     ok(ana.post(f"/v1/{held['name']}:release", json={"lease_id": held["lease"]["lease_id"]}))
 
     done = label_all(ana, project, lambda text: TRUTH[text]) + label_all(

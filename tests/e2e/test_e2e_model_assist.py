@@ -118,7 +118,7 @@ def assisted(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
 
 def test_images_are_prelabeled_on_ingest_and_suggestion_survival_is_measured(assisted: Stack) -> None:
     """plate_detector's boxes arrive as predictions with provenance, for items ingested before and after
-    the project; an annotator who moves the box
+    the project, and come with each lease as suggestions; an annotator who moves the box
     shows up as an adjusted suggestion, one who keeps it as unchanged."""
     org = make_org(assisted, "acme", annotators=2)
     dataset = ok(org.admin.post("/v1/datasets", json={"dataset": {"display_name": "streets"}}))
@@ -189,6 +189,8 @@ def test_images_are_prelabeled_on_ingest_and_suggestion_survival_is_measured(ass
     ):
         while True:
             task = ok(annotator.post(f"/v1/projects/{project}/tasks:leaseNext", json={}))
+            # The lease offers the item's suggestions to start from.
+            assert [s["model"] for s in task["suggestions"]] == ["plate_detector"], task
             labels = {"classes": ["day"], "regions": regions if task["item"] == target else []}
             ok(
                 annotator.post(

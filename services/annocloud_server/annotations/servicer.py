@@ -13,7 +13,15 @@ from sqlalchemy.exc import IntegrityError
 
 from annocloud_server.annotations import domain, store
 from annocloud_server.annotations.models import AnnotationRow, PredictionRow, RevisionRow
-from annocloud_server.common.auth import LABELERS, MANAGERS, READERS, Authenticator, worker_identity
+from annocloud_server.common.auth import (
+    LABELERS,
+    MANAGERS,
+    READERS,
+    VENDOR_ADMIN,
+    VENDOR_WORKER,
+    Authenticator,
+    worker_identity,
+)
 from annocloud_server.common.db import Database
 from annocloud_server.common.errors import Aborted, AlreadyExists, InvalidArgument
 from annocloud_server.common.events import EventWriter
@@ -245,11 +253,17 @@ class AnnotationServicer(annotations_pb2_grpc.AnnotationServiceServicer):
     def ListAnnotations(
         self, request: pb.ListAnnotationsRequest, context: grpc.ServicerContext
     ) -> pb.ListAnnotationsResponse:
-        principal = self._auth.require(context, READERS)
+        principal = self._auth.require(context, (*READERS, VENDOR_WORKER, VENDOR_ADMIN))
         (project_id,) = parse_name(request.parent, "projects/{}")
-        self._tasks.require_project(request.parent, forwarded_metadata(context))
+        project = self._tasks.require_project(request.parent, forwarded_metadata(context))
+        # A vendor reaches a granted project's suggestions one item at a time (the one it labels).
+        org = project.organization or principal.organization_id
         if request.item:
             parse_name(request.item, "datasets/{}/items/{}")
+        elif org != principal.organization_id:
+            raise InvalidArgument(
+                "item is required to read another organization's suggestions", reason="ITEM_REQUIRED"
+            )
         limit = page_size(request.page_size)
         after = _cursor(request.page_token)
         with self._db.transaction() as session:
@@ -336,17 +350,23 @@ class AnnotationServicer(annotations_pb2_grpc.AnnotationServiceServicer):
     def ListPredictions(
         self, request: pb.ListPredictionsRequest, context: grpc.ServicerContext
     ) -> pb.ListPredictionsResponse:
-        principal = self._auth.require(context, READERS)
+        principal = self._auth.require(context, (*READERS, VENDOR_WORKER, VENDOR_ADMIN))
         (project_id,) = parse_name(request.parent, "projects/{}")
-        self._tasks.require_project(request.parent, forwarded_metadata(context))
+        project = self._tasks.require_project(request.parent, forwarded_metadata(context))
+        # A vendor reaches a granted project's suggestions one item at a time (the one it labels).
+        org = project.organization or principal.organization_id
         if request.item:
             parse_name(request.item, "datasets/{}/items/{}")
+        elif org != principal.organization_id:
+            raise InvalidArgument(
+                "item is required to read another organization's suggestions", reason="ITEM_REQUIRED"
+            )
         limit = page_size(request.page_size)
         after = _cursor(request.page_token)
         with self._db.transaction() as session:
             rows = store.list_predictions(
                 session,
-                organization_id=principal.organization_id,
+                organization_id=org,
                 project_id=project_id,
                 item=request.item,
                 after=after,

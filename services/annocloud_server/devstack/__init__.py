@@ -1,4 +1,4 @@
-"""The cluster topology on one machine: five service processes and the gateway on real Kafka and
+"""The cluster topology on one machine: six service processes and the gateway on real Kafka and
 PostgreSQL (and Triton), all on 127.0.0.1. ``annocloud stack up`` and the cluster-mode tests use it.
 
 A :class:`ClusterStack` owns one PostgreSQL database (one schema per service, migrated with

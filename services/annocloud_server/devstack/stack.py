@@ -1,4 +1,4 @@
-"""``ClusterStack``: five service processes and the gateway process on real PostgreSQL and Kafka."""
+"""``ClusterStack``: six service processes and the gateway process on real PostgreSQL and Kafka."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from annocloud_server.common.db import check_schema_name, with_schema
 from annocloud_server.common.events import (
     TOPIC_ANNOTATIONS,
     TOPIC_INGESTION,
+    TOPIC_MODELASSIST,
     TOPIC_QA,
     TOPIC_TASKS,
 )
@@ -63,10 +64,11 @@ DEFAULT_STACK_DIR = REPO_ROOT / ".cache" / "stack"
 # Consumer group (= service name) -> the topics it reads; tests/integration/process checks this
 # against the components, so it cannot drift from the code.
 CONSUMER_TOPICS: dict[str, tuple[str, ...]] = {
-    "tasks": (TOPIC_INGESTION, TOPIC_ANNOTATIONS, TOPIC_QA),
-    "annotations": (TOPIC_INGESTION,),
+    "tasks": (TOPIC_INGESTION, TOPIC_ANNOTATIONS, TOPIC_QA, TOPIC_MODELASSIST),
+    "annotations": (TOPIC_INGESTION, TOPIC_MODELASSIST),
     "qa": (TOPIC_TASKS, TOPIC_ANNOTATIONS),
     "export": (TOPIC_TASKS, TOPIC_QA),
+    "modelassist": (TOPIC_TASKS, TOPIC_INGESTION, TOPIC_QA, TOPIC_ANNOTATIONS),
 }
 
 _MIGRATIONS = threading.Lock()  # Alembic's command context is process-global

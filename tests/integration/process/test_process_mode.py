@@ -1,4 +1,4 @@
-"""One process per service on the SQLite event log: five service processes + the gateway process.
+"""One process per service on the SQLite event log: every service in its own process + the gateway process.
 
 The cluster mode (``devstack.ClusterStack``: Kafka + PostgreSQL, the e2e suite's ``[cluster]``
 tests) covers processes on the real infrastructure; this test is the only one of
@@ -20,11 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 from annocloud_server.common.auth import ADMIN, ANNOTATOR
+from annocloud_server.common.service_names import SERVICES
 from annocloud_server.demo import render_scene, street_schema
 from annocloud_server.devstack import free_port, health_status, http_ok
 from annocloud_server.gateway.apikeys import ApiKeyStore
-
-SERVICES = ("ingestion", "tasks", "annotations", "qa", "export")
 
 
 def wait_serving(address: str, timeout: float = 60) -> None:
@@ -82,7 +81,7 @@ def topology(tmp_path: Path) -> Iterator[Topology]:
                 process.wait(10)
 
 
-def test_five_service_processes_and_gateway_label_and_export(topology: Topology) -> None:
+def test_every_service_process_and_gateway_label_and_export(topology: Topology) -> None:
     """Separate processes per service: upload, label, QA accepts, export; SIGTERM exits each with 0."""
     keys = ApiKeyStore(topology.data_dir / "api_keys.json")
     admin_key = keys.create_key("acme", "user:admin", [ADMIN])

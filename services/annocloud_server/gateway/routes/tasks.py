@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from annocloud.annotations.v1 import annotations_pb2
@@ -13,6 +14,7 @@ from annocloud_server.gateway.deps import ClientsDep, PageSize, PageToken, Proje
 from annocloud_server.gateway.errors import bad_request
 from annocloud_server.gateway.protojson import enum_value, parse, split_body, string_field, to_dict, unwrap
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["tasks"])
 
 StateQuery = Annotated[
@@ -57,13 +59,36 @@ def get_task(clients: ClientsDep, project: ProjectId, task: TaskId) -> dict[str,
 
 @router.post("/projects/{project}/tasks:leaseNext")
 def lease_next_task(clients: ClientsDep, project: ProjectId, body: OptionalBody = None) -> dict[str, Any]:
-    """Leases the next task for the caller (404 when nothing is available)."""
-    fields = split_body(body, {"lease_seconds"})
+    """Leases the next task for the caller (404 when nothing is available). The response carries
+    the item's model suggestions (``suggestions``: predictions with provenance) to start from;
+    ``include_suggestions: false`` skips them."""
+    fields = split_body(body, {"lease_seconds", "include_suggestions"})
     request = tasks_pb2.LeaseNextTaskRequest(parent=f"projects/{project}")
     duration = _lease_duration(fields)
     if duration is not None:
         request.lease_duration.CopyFrom(duration)
-    return unwrap(clients.call(clients.tasks.LeaseNextTask, request))
+    include = fields.get("include_suggestions", True)
+    if not isinstance(include, bool):
+        raise bad_request("BAD_REQUEST_BODY", "include_suggestions must be true or false")
+    task = clients.call(clients.tasks.LeaseNextTask, request).task
+    result = to_dict(task)
+    if include:
+        result["suggestions"] = _suggestions(clients, f"projects/{project}", task.item)
+    return result
+
+
+def _suggestions(clients: ClientsDep, project: str, item: str) -> list[dict[str, Any]]:
+    """The item's predictions; the lease is already taken, so a failure here only means no
+    suggestions (logged), never a failed lease."""
+    try:
+        found = clients.read(
+            clients.annotations.ListPredictions,
+            annotations_pb2.ListPredictionsRequest(parent=project, item=item, page_size=20),
+        )
+    except Exception:
+        log.warning("suggestions of %s could not be read; leasing without them", item, exc_info=True)
+        return []
+    return [to_dict(p) for p in found.predictions]
 
 
 @router.post("/projects/{project}/tasks/{task}:heartbeat")
