@@ -112,6 +112,10 @@ def _header(headers: Iterable[tuple[str, bytes]] | None, name: str) -> str:
     return ""
 
 
+WEDGED_AFTER_FAILURES = 2
+"""Consecutive failed sends after which the producer is replaced even for retriable errors."""
+
+
 def _is_fatal(exc: BaseException) -> bool:
     """A producer error after which the producer must be replaced (not a passing broker hiccup)."""
     if isinstance(exc, IllegalStateError):  # e.g. a closed producer
@@ -153,6 +157,7 @@ class KafkaEventBus:
         self._admin: Any = None
         self._admin_lock = threading.Lock()
         self.producers_created = 0
+        self._failed_sends = 0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> KafkaEventBus:
@@ -264,11 +269,21 @@ class KafkaEventBus:
                     failure = failure or exc
             if failure is not None:
                 raise failure
+            self._failed_sends = 0
         except Exception as exc:
-            if _is_fatal(exc):
+            self._failed_sends += 1
+            # A retriable error that keeps coming (seen after a broker restart: every flush times out
+            # for minutes) means this producer is wedged; a new one re-bootstraps. Resending is safe:
+            # rows stay unpublished until acknowledged and consumers deduplicate on the inbox.
+            wedged = self._failed_sends >= WEDGED_AFTER_FAILURES
+            if _is_fatal(exc) or wedged:
                 log.warning(
-                    "Kafka producer failed fatally (%s: %s); it will be recreated", type(exc).__name__, exc
+                    "Kafka producer %s (%s: %s); it will be recreated",
+                    "failed fatally" if _is_fatal(exc) else f"failed {self._failed_sends} sends in a row",
+                    type(exc).__name__,
+                    exc,
                 )
+                self._failed_sends = 0
                 self._drop_producer(producer)
             raise PublishError(
                 f"{len(records)} record(s) not acknowledged: {type(exc).__name__}: {exc}"
