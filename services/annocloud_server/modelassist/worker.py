@@ -29,7 +29,12 @@ from annocloud_server.common.blobstore import BlobStore
 from annocloud_server.common.db import Database
 from annocloud_server.common.errors import AnnocloudError
 from annocloud_server.common.events import EventWriter
-from annocloud_server.common.triton import TritonClient, TritonInvalidInput, TritonUnavailable
+from annocloud_server.common.triton import (
+    TritonClient,
+    TritonInvalidInput,
+    TritonModelError,
+    TritonUnavailable,
+)
 from annocloud_server.modelassist import assist, store
 from annocloud_server.modelassist.models import AssistProject, PendingItem
 
@@ -63,6 +68,7 @@ class _Results:
         default_factory=lambda: defaultdict(list)
     )
     rejected: set[int] = field(default_factory=set)
+    retry: set[int] = field(default_factory=set)
 
 
 def embedding_model(settings: tasks_pb2.ModelAssistSettings, media_type: int) -> str:
@@ -153,6 +159,11 @@ class AssistWorker:
             return True
         with self._db.transaction() as session:
             for job in jobs:
+                if job.seq in results.retry:
+                    store.back_off(
+                        session, seq=job.seq, error="model not usable", now=now, max_backoff=MAX_BACKOFF
+                    )
+                    continue
                 if not store.claim(session, seq=job.seq):
                     continue  # another worker finished it
                 if job.data is None or job.seq in results.rejected:
@@ -190,7 +201,9 @@ class AssistWorker:
         return job
 
     def _infer(self, client: TritonClient, jobs: list[_Job]) -> _Results:
-        """One request per (model, input kind) for the whole batch."""
+        """As few requests as the models allow: per (model, input kind), chunks of the model's
+        max_batch_size. A rejected chunk is retried item by item, so one bad image never takes
+        its neighbours down."""
         results = _Results()
         groups: dict[tuple[str, str, str], list[_Job]] = defaultdict(list)
         for job in jobs:
@@ -201,29 +214,62 @@ class AssistWorker:
             model = embedding_model(job.settings, job.context.media_type)
             groups[("embed", model, "TEXT" if text else "IMAGE")].append(job)
         for (kind, model, input_name), members in sorted(groups.items(), key=lambda kv: kv[0]):
-            inputs = [job.data or b"" for job in members]
             try:
-                if kind == "embed":
-                    vectors = client.embed_many(model, inputs, input_name=input_name, timeout=self.timeout)
-                    for row, job in enumerate(members):
-                        results.embeddings[job.seq].append((model, vectors[row]))
-                    continue
-                found = client.detect_many(model, inputs, timeout=self.timeout)
-                version = self._version(client, model)
-                for job, detections in zip(members, found, strict=True):
-                    boxes = [
-                        assist.Detection((b.x, b.y, b.width, b.height), b.score) for b in detections.boxes
-                    ]
-                    for setting in job.settings.prelabel:
-                        if setting.model == model:
-                            suggestion = assist.prelabel(
-                                boxes, label=setting.label, min_score=setting.min_score
-                            )
-                            results.prelabels[job.seq].append((model, version, suggestion))
-            except TritonInvalidInput as error:
-                log.warning("%s rejected a batch of %d: %s", model, len(members), error)
-                results.rejected.update(job.seq for job in members)
+                size = self._max_batch(client, model)
+            except TritonModelError as error:  # e.g. a model name the server does not have
+                log.warning("%s is not usable; %d item(s) wait: %s", model, len(members), error)
+                results.retry.update(job.seq for job in members)
+                continue
+            for start in range(0, len(members), size):
+                chunk = members[start : start + size]
+                try:
+                    self._run_chunk(client, kind, model, input_name, chunk, results)
+                except TritonInvalidInput as error:
+                    if len(chunk) == 1:
+                        log.warning("%s rejected %s: %s", model, chunk[0].item, error)
+                        results.rejected.add(chunk[0].seq)
+                        continue
+                    for job in chunk:
+                        try:
+                            self._run_chunk(client, kind, model, input_name, [job], results)
+                        except TritonInvalidInput as single:
+                            log.warning("%s rejected %s: %s", model, job.item, single)
+                            results.rejected.add(job.seq)
         return results
+
+    def _max_batch(self, client: TritonClient, model: str) -> int:
+        key = f"batch:{model}"
+        with self._lock:
+            cached = self._versions.get(key)
+        if cached is None:
+            cached = str(max(1, client.max_batch_size(model, timeout=self.timeout)))
+            with self._lock:
+                self._versions[key] = cached
+        return int(cached)
+
+    def _run_chunk(
+        self,
+        client: TritonClient,
+        kind: str,
+        model: str,
+        input_name: str,
+        chunk: list[_Job],
+        results: _Results,
+    ) -> None:
+        inputs = [job.data or b"" for job in chunk]
+        if kind == "embed":
+            vectors = client.embed_many(model, inputs, input_name=input_name, timeout=self.timeout)
+            for row, job in enumerate(chunk):
+                results.embeddings[job.seq].append((model, vectors[row]))
+            return
+        found = client.detect_many(model, inputs, timeout=self.timeout)
+        version = self._version(client, model)
+        for job, detections in zip(chunk, found, strict=True):
+            boxes = [assist.Detection((b.x, b.y, b.width, b.height), b.score) for b in detections.boxes]
+            for setting in job.settings.prelabel:
+                if setting.model == model:
+                    suggestion = assist.prelabel(boxes, label=setting.label, min_score=setting.min_score)
+                    results.prelabels[job.seq].append((model, version, suggestion))
 
     def _emit_prelabel(
         self,
