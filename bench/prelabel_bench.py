@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from annocloud_server.common.triton import TritonClient
+from annocloud_server.modelassist.assist import match_boxes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -41,14 +42,8 @@ from triton_bench import local_triton
 BEGIN, END = "<!-- prelabel-bench:begin -->", "<!-- prelabel-bench:end -->"
 
 Box = plate_scenes.Box
-
-
-def iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+ACCEPT_IOU = 0.9
+"""A suggestion this close is accepted unchanged (the service counts 0.95 as unchanged)."""
 
 
 def corner_displacement(a: Box, b: Box) -> float:
@@ -75,25 +70,16 @@ class Tally:
     def add(self, truths: tuple[Box, ...], suggestions: list[Box]) -> None:
         self.plates += len(truths)
         self.suggested += len(suggestions)
-        pairs = sorted(
-            ((iou(s, t), i, j) for i, s in enumerate(suggestions) for j, t in enumerate(truths)), reverse=True
-        )
-        used_s: set[int] = set()
-        used_t: set[int] = set()
-        for overlap, i, j in pairs:
-            if overlap < 0.5:
-                break
-            if i in used_s or j in used_t:
-                continue
-            used_s.add(i)
-            used_t.add(j)
-            if overlap >= 0.9:
+        # The same matching the service uses to measure how much of a suggestion survived.
+        matches = match_boxes(suggestions, list(truths))
+        for i, j, overlap in matches:
+            if overlap >= ACCEPT_IOU:
                 self.accepted += 1
             else:
                 self.adjusted += 1
                 self.corrections.append(corner_displacement(suggestions[i], truths[j]))
-        self.deleted += len(suggestions) - len(used_s)
-        self.drawn += len(truths) - len(used_t)
+        self.deleted += len(suggestions) - len(matches)
+        self.drawn += len(truths) - len(matches)
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,14 @@ Run: ``.venv/bin/python bench/triton_bench.py [--quick] [--json PATH]``. Prints 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
 import platform
 import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,10 +37,10 @@ import cv2
 import numpy as np
 import skimage.data
 import tritonclient.grpc as triton_grpc
+from annocloud_server.devstack import StackError, TritonServer, free_ports
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "infra" / "triton.sh"
 MODEL_REPOSITORY = REPO / "gpu-inference" / "model_repository"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -51,43 +50,24 @@ from readme_section import Tee, write_section  # noqa: E402
 BEGIN, END = "<!-- triton-bench:begin -->", "<!-- triton-bench:end -->"
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            probe.bind(("127.0.0.1", 0))
-            sockets.append(probe)
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for probe in sockets:
-            probe.close()
-
-
 @contextmanager
 def local_triton(model_repository: Path = MODEL_REPOSITORY) -> Iterator[str]:
     """A tritonserver from triton.sh on free loopback ports; yields its gRPC address, stops it after."""
     grpc_port, http_port, metrics_port = free_ports(3)
     infra = Path(tempfile.mkdtemp(prefix="annocloud-bench-triton-"))
-    env = {
-        **os.environ,
-        "ANNOCLOUD_INFRA_DIR": str(infra),
-        "ANNOCLOUD_TRITON_GRPC_PORT": str(grpc_port),
-        "ANNOCLOUD_TRITON_HTTP_PORT": str(http_port),
-        "ANNOCLOUD_TRITON_METRICS_PORT": str(metrics_port),
-        "ANNOCLOUD_TRITON_MODEL_REPOSITORY": str(model_repository),
-    }
+    server = TritonServer(
+        grpc_port=grpc_port,
+        http_port=http_port,
+        metrics_port=metrics_port,
+        infra_dir=infra,
+        model_repository=model_repository,
+    )
     try:
-        done = subprocess.run(
-            ["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=900, check=False
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"triton.sh start failed ({done.returncode}):\n{done.stderr}")
-        yield done.stdout.strip().splitlines()[-1]
+        server.start()
+        yield server.grpc_address
     finally:
-        subprocess.run(
-            ["bash", str(SCRIPT), "stop"], env=env, capture_output=True, text=True, timeout=120, check=False
-        )
+        with contextlib.suppress(StackError):
+            server.stop()
         shutil.rmtree(infra, ignore_errors=True)
 
 

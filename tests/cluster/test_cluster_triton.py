@@ -25,8 +25,10 @@ from annocloud_server.common.triton import (
     TritonInvalidInput,
     TritonUnavailable,
 )
-from PIL import Image, ImageDraw, ImageFont
+from annocloud_server.devstack import free_ports
+from PIL import Image
 from support import triton_server as triton_support
+from support.scenes import ASTRONAUT_FACE, PLATE_BOX, plate_scene
 from tritonclient.utils import InferenceServerException
 
 # Every model of gpu-inference/model_repository and its configured max_batch_size.
@@ -37,28 +39,11 @@ MODELS = {
     "text_embedder": 64,
     "image_embedder": 32,
 }
-# Eileen Collins' face in skimage.data.astronaut() (512x512): brow to chin, ear to ear (x, y, w, h).
-ASTRONAUT_FACE = (180.0, 70.0, 90.0, 95.0)
-# Where plate_scene() draws the plate on skimage.data.coffee() (600x400).
-PLATE_BOX = (150, 250, 260, 58)
 
 
 def encode(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).convert("RGB").save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def plate_scene(text: str = "A123BC77") -> bytes:
-    """skimage's coffee photo with a white Russian-style plate drawn at PLATE_BOX (ground truth)."""
-    image = Image.fromarray(skimage.data.coffee()).convert("RGB")
-    draw = ImageDraw.Draw(image)
-    x, y, w, h = PLATE_BOX
-    draw.rectangle([x, y, x + w, y + h], fill=(250, 250, 250), outline=(10, 10, 10), width=4)
-    font = ImageFont.load_default(size=int(h * 0.75))
-    draw.text((x + w / 2, y + h / 2), text, fill=(15, 15, 15), font=font, anchor="mm")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -107,7 +92,7 @@ def test_server_is_live_ready_and_scripted(triton: triton_support.TritonServer, 
 
 def test_status_of_a_server_that_is_not_running_exits_3(tmp_path: Path) -> None:
     """`triton.sh status` exits 3 and says "down" for ports where nothing was started (no server needed)."""
-    grpc_port, http_port, metrics_port = triton_support._free_ports(3)
+    grpc_port, http_port, metrics_port = free_ports(3)
     done = subprocess.run(
         ["bash", str(triton_support.SCRIPT), "status"],
         env={
@@ -226,7 +211,7 @@ def test_garbage_input_is_a_clear_error_and_the_server_carries_on(
 
 def test_unreachable_server_is_unavailable_not_a_hang() -> None:
     """A client pointed at a port nobody listens on reports not-ready and raises TritonUnavailable fast."""
-    (port,) = triton_support._free_ports(1)
+    (port,) = free_ports(1)
     with TritonClient(f"127.0.0.1:{port}", timeout=2.0) as nowhere:
         began = time.monotonic()
         assert not nowhere.is_ready()

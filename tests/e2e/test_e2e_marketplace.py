@@ -4,38 +4,16 @@ reverses, and nobody sees what they were not granted."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
-from support.e2e import Stack, make_org
+from support.e2e import Stack, last, make_org, ok, wait_for
 
 RATE = 50_000  # USD micros per accepted LABEL task of tier 1
 REWORK_RATE = 20_000
 TEXTS = ["great product", "terrible service", "loved it", "never again"]
 TRUTH = {"great product": "pos", "terrible service": "neg", "loved it": "pos", "never again": "neg"}
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, (
-        f"{response.request.method} {response.request.url}: {response.text}"
-    )
-    return response.json()
-
-
-def last(name: str) -> str:
-    return name.rsplit("/", 1)[-1]
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 180.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def client(stack: Stack, org: str, subject: str, role: str) -> httpx.Client:

@@ -6,25 +6,19 @@ accepted labels."""
 from __future__ import annotations
 
 import io
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import skimage.data
+from annocloud_server.crowd.geometry import iou
 from annocloud_server.embedded import start_embedded
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from support import infra, triton_server
-from support.e2e import Stack, make_org
+from support.e2e import Stack, last, make_org, ok, wait_for
+from support.scenes import ASTRONAUT_FACE, PLATE_BOX, plate_scene
 
-PLATE_BOX = (
-    150,
-    250,
-    260,
-    58,
-)  # where plate_scene() draws the plate (as in tests/cluster/test_cluster_triton.py)
 SPORTS = [
     "the striker scored twice in the second half",
     "the marathon runners crossed the finish line",
@@ -45,55 +39,6 @@ COOKING = [
     "slice the onions thinly and fry them golden",
     "marinate the chicken in lemon and thyme",
 ]
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, (
-        f"{response.request.method} {response.request.url}: {response.text}"
-    )
-    return response.json()
-
-
-def last(name: str) -> str:
-    return name.rsplit("/", 1)[-1]
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 180.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def plate_scene(text: str, variant: int = 0) -> bytes:
-    """skimage's coffee photo (flipped by ``variant``, so scenes are not near-duplicates of each
-    other) with a white plate drawn at PLATE_BOX."""
-    photo = skimage.data.coffee()
-    photo = [photo, photo[:, ::-1], photo[::-1, :], photo[::-1, ::-1]][variant % 4]
-    image = Image.fromarray(photo.copy()).convert("RGB")
-    draw = ImageDraw.Draw(image)
-    x, y, w, h = PLATE_BOX
-    draw.rectangle([x, y, x + w, y + h], fill=(250, 250, 250), outline=(10, 10, 10), width=4)
-    draw.text(
-        (x + w / 2, y + h / 2),
-        text,
-        fill=(15, 15, 15),
-        font=ImageFont.load_default(size=int(h * 0.75)),
-        anchor="mm",
-    )
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
 @pytest.fixture(params=["embedded", "cluster"])
@@ -321,9 +266,6 @@ def test_queue_is_ordered_by_cold_start_then_reordered_by_uncertainty_after_retr
     assert len(set(by_text.values())) > len(by_text) // 2  # a ranking, not a few buckets
     nxt = ok(annotator.post(f"/v1/projects/{project}/tasks:leaseNext", json={}))
     assert nxt["priority"] == 99
-
-
-ASTRONAUT_FACE = (180.0, 70.0, 90.0, 95.0)  # Eileen Collins' face in skimage.data.astronaut() (x, y, w, h)
 
 
 def _detail(pixels: Any) -> float:

@@ -4,37 +4,14 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import zipfile
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 from annocloud_server.demo import render_scene, street_schema
-from support.e2e import Org, Stack, make_org
+from support.e2e import Org, Stack, last, make_org, ok, wait_for
 
 IMAGES = 6
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, (
-        f"{response.request.method} {response.request.url}: {response.text}"
-    )
-    return response.json()
-
-
-def last(name: str) -> str:
-    return name.rsplit("/", 1)[-1]
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def label_all(org: Org, project_id: str, label_of: Callable[[str], dict[str, Any]]) -> None:

@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 import httpx
@@ -55,3 +57,27 @@ def make_org(stack: Stack, org: str, annotators: int = 3) -> Org:
         ],
         reviewer=_client(stack, keys.create_key(org, f"user:{org}-rev", [REVIEWER])),
     )
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    """The JSON body of a response that must have ``status`` (the request and body in the failure)."""
+    assert response.status_code == status, (
+        f"{response.request.method} {response.request.url}: {response.text}"
+    )
+    return response.json()
+
+
+def last(name: str) -> str:
+    """The last segment of a resource name (``projects/p/tasks/t`` -> ``t``)."""
+    return name.rsplit("/", 1)[-1]
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 180.0) -> Any:
+    """Polls ``predicate`` until it returns something truthy (returned); fails naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

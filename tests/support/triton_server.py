@@ -24,7 +24,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from annocloud_server.devstack import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "infra" / "triton.sh"
@@ -120,23 +120,10 @@ class TritonServer:
             shutil.rmtree(self.infra_dir, ignore_errors=True)
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            probe.bind(("127.0.0.1", 0))
-            sockets.append(probe)
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for probe in sockets:
-            probe.close()
-
-
 def _ports() -> list[int]:
     raw = [os.environ.get(name, "") for name in PORT_ENVS]
     if not any(raw):
-        return _free_ports(3)
+        return free_ports(3)
     if not all(value.isdigit() and 1024 <= int(value) <= 65535 for value in raw):
         pytest.fail(
             f"set all of {', '.join(PORT_ENVS)} to TCP ports in 1024..65535 (got {raw})", pytrace=False

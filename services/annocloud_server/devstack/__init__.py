@@ -25,6 +25,7 @@ from annocloud_server.devstack.infra import (
     StackError,
     TritonServer,
     free_port,
+    free_ports,
     tail,
 )
 from annocloud_server.devstack.procs import (
@@ -55,6 +56,7 @@ __all__ = [
     "TritonServer",
     "detached_pids",
     "free_port",
+    "free_ports",
     "health_status",
     "http_ok",
     "read_state",

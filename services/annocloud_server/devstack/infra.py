@@ -29,9 +29,22 @@ class StackError(RuntimeError):
 
 def free_port() -> int:
     """A TCP port of 127.0.0.1 free at the time of the call."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports of 127.0.0.1, free at the time of the call (all held at once
+    while probing, so none is handed out twice)."""
+    probes: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            probes.append(probe)
+        return [int(p.getsockname()[1]) for p in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def tail(path: Path, chars: int = 4000) -> str:
@@ -230,11 +243,14 @@ class TritonServer(InfraServer):
         http_port: int = 18000,
         metrics_port: int = 18002,
         infra_dir: Path = DEFAULT_INFRA_DIR,
+        model_repository: Path | None = None,
     ):
         super().__init__(infra_dir)
         self.grpc_port = grpc_port
         self.http_port = http_port
         self.metrics_port = metrics_port
+        self.model_repository = model_repository
+        """None: the script's default, gpu-inference/model_repository."""
 
     @property
     def env(self) -> dict[str, str]:
@@ -243,6 +259,11 @@ class TritonServer(InfraServer):
             "ANNOCLOUD_TRITON_GRPC_PORT": str(self.grpc_port),
             "ANNOCLOUD_TRITON_HTTP_PORT": str(self.http_port),
             "ANNOCLOUD_TRITON_METRICS_PORT": str(self.metrics_port),
+            **(
+                {"ANNOCLOUD_TRITON_MODEL_REPOSITORY": str(self.model_repository)}
+                if self.model_repository
+                else {}
+            ),
         }
 
     @property

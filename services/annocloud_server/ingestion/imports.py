@@ -41,7 +41,7 @@ from annocloud_server.formats.safety import SafeZip
 from annocloud_server.ingestion import store
 from annocloud_server.ingestion.convert import import_name, item_name, item_to_proto
 from annocloud_server.ingestion.domain import validate_file_name
-from annocloud_server.ingestion.ingest import Ingestor, Prepared
+from annocloud_server.ingestion.ingest import Ingestor, Prepared, new_item
 from annocloud_server.ingestion.media import analyze, sniff_image_format
 from annocloud_server.ingestion.schema_check import schema_errors
 from annocloud_server.ingestion.settings import IngestionSettings
@@ -319,18 +319,8 @@ class ImportRunner:
         )
         _check_fits(record, info.media_type, info.width, info.height)
         return Prepared(
-            new=store.NewItem(
-                item_id=new_id(),
-                media_type=info.media_type,
-                file_name=base,
-                content_sha256=sha,
-                content_type=info.content_type,
-                size_bytes=size,
-                width=info.width,
-                height=info.height,
-                text=info.text if info.media_type == common_pb2.MEDIA_TYPE_TEXT else None,
-                perceptual_hash=info.perceptual_hash,
-                source_uri=f"import:{job.id}",
+            new=new_item(
+                info, item_id=new_id(), file_name=base, sha=sha, size=size, source_uri=f"import:{job.id}"
             ),
             uploaded_name=base,
         )

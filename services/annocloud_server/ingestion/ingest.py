@@ -35,7 +35,7 @@ from annocloud_server.ingestion.convert import item_name, item_to_proto
 from annocloud_server.ingestion.deid import Region
 from annocloud_server.ingestion.domain import ManifestRow, file_name_from_url, row_error, validate_text
 from annocloud_server.ingestion.fetch import FetchPolicy, fetch, parse_url
-from annocloud_server.ingestion.media import TEXT_CONTENT_TYPE, analyze
+from annocloud_server.ingestion.media import TEXT_CONTENT_TYPE, MediaInfo, analyze
 from annocloud_server.ingestion.models import Dataset, Item
 from annocloud_server.ingestion.settings import IngestionSettings
 
@@ -73,6 +73,33 @@ class Prepared:
     """A content blob written for this item alone (the blur) to remove unless the item is created."""
     duplicate_only: bool = False
     """Known to duplicate an existing item; never created (it holds no blurred media)."""
+
+
+def new_item(
+    info: MediaInfo,
+    *,
+    item_id: str,
+    file_name: str,
+    sha: str,
+    size: int,
+    source_uri: str,
+    metadata_json: str = "{}",
+) -> store.NewItem:
+    """The row of stored bytes as ``analyze`` saw them (every ingest path builds items here)."""
+    return store.NewItem(
+        item_id=item_id,
+        media_type=info.media_type,
+        file_name=file_name,
+        content_sha256=sha,
+        content_type=info.content_type,
+        size_bytes=size,
+        width=info.width,
+        height=info.height,
+        text=info.text if info.media_type == common_pb2.MEDIA_TYPE_TEXT else None,
+        perceptual_hash=info.perceptual_hash,
+        metadata_json=metadata_json,
+        source_uri=source_uri,
+    )
 
 
 @dataclass
@@ -177,34 +204,14 @@ class Ingestor:
                 detect=detect,
             )
         sha, size = self._blobs.put_stream(chunks, max_bytes=self._settings.max_upload_bytes)
-        item_id = new_id()
         try:
-            info = analyze(
-                self._blobs.path(self._blobs.content_key(sha)),
-                file_name=file_name,
-                size=size,
-                max_pixels=self._settings.max_image_pixels,
+            new = self._template(
+                new_id(), self._blobs.content_key(sha), sha, size, file_name, metadata_json, "upload"
             )
         except AnnocloudError:
             self.discard_blobs([sha])
             raise
-        prepared = Prepared(
-            new=store.NewItem(
-                item_id=item_id,
-                media_type=info.media_type,
-                file_name=file_name,
-                content_sha256=sha,
-                content_type=info.content_type,
-                size_bytes=size,
-                width=info.width,
-                height=info.height,
-                text=info.text if info.media_type == common_pb2.MEDIA_TYPE_TEXT else None,
-                perceptual_hash=info.perceptual_hash,
-                metadata_json=metadata_json,
-                source_uri="upload",
-            ),
-            uploaded_name=file_name,
-        )
+        prepared = Prepared(new=new, uploaded_name=file_name)
         outcome = self._create_items(
             organization_id=organization_id,
             dataset_id=dataset_id,
@@ -367,17 +374,12 @@ class Ingestor:
         info = analyze(
             self._blobs.path(key), file_name=file_name, size=size, max_pixels=self._settings.max_image_pixels
         )
-        return store.NewItem(
+        return new_item(
+            info,
             item_id=item_id,
-            media_type=info.media_type,
             file_name=file_name,
-            content_sha256=sha,
-            content_type=info.content_type,
-            size_bytes=size,
-            width=info.width,
-            height=info.height,
-            text=info.text if info.media_type == common_pb2.MEDIA_TYPE_TEXT else None,
-            perceptual_hash=info.perceptual_hash,
+            sha=sha,
+            size=size,
             metadata_json=metadata_json,
             source_uri=source_uri,
         )

@@ -67,6 +67,28 @@ class Survival:
     classes_changed: bool = False
 
 
+def match_boxes(
+    proposed: Sequence[Box], actual: Sequence[Box], *, min_iou: float = KEPT_IOU
+) -> list[tuple[int, int, float]]:
+    """One-to-one (proposed index, actual index, IoU) pairs, best IoU first, greedy, each at least
+    ``min_iou``: which suggestion a person kept as which box."""
+    pairs = sorted(
+        ((iou(a, b), i, j) for i, a in enumerate(proposed) for j, b in enumerate(actual)), reverse=True
+    )
+    used_i: set[int] = set()
+    used_j: set[int] = set()
+    matches = []
+    for overlap, i, j in pairs:
+        if overlap < min_iou:
+            break
+        if i in used_i or j in used_j:
+            continue
+        used_i.add(i)
+        used_j.add(j)
+        matches.append((i, j, overlap))
+    return matches
+
+
 def survival(
     suggested: Mapping[str, Sequence[Box]],
     submitted: Mapping[str, Sequence[Box]],
@@ -79,23 +101,15 @@ def survival(
     for label in sorted(set(suggested) | set(submitted)):
         mine, theirs = list(suggested.get(label, ())), list(submitted.get(label, ()))
         result.suggested += len(mine)
-        pairs = sorted(
-            ((iou(a, b), i, j) for i, a in enumerate(mine) for j, b in enumerate(theirs)), reverse=True
-        )
-        used_i: set[int] = set()
-        used_j: set[int] = set()
-        for overlap, i, j in pairs:
-            if overlap < KEPT_IOU or i in used_i or j in used_j:
-                continue
-            used_i.add(i)
-            used_j.add(j)
+        matches = match_boxes(mine, theirs)
+        for _, _, overlap in matches:
             result.kept_ious.append(overlap)
             if overlap >= UNCHANGED_IOU:
                 result.unchanged += 1
             else:
                 result.adjusted += 1
-        result.deleted += len(mine) - len(used_i)
-        result.added += len(theirs) - len(used_j)
+        result.deleted += len(mine) - len(matches)
+        result.added += len(theirs) - len(matches)
     return result
 
 

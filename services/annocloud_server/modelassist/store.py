@@ -193,13 +193,6 @@ def due_items(session: Session, *, now: datetime, limit: int) -> list[PendingIte
     )
 
 
-def pending_count(session: Session, *, project_id: str | None = None) -> int:
-    stmt = select(func.count()).select_from(PendingItem)
-    if project_id is not None:
-        stmt = stmt.where(PendingItem.project_id == project_id)
-    return int(session.execute(stmt).scalar_one())
-
-
 def store_embedding(
     session: Session, *, project: AssistProject, item: str, model: str, vector: NDArray[np.float32]
 ) -> None:

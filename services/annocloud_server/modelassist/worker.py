@@ -99,6 +99,7 @@ class AssistWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._versions: dict[str, str] = {}
+        self._batch_sizes: dict[str, int] = {}
         self._lock = threading.Lock()
 
     # --- loop -------------------------------------------------------------------------------------
@@ -238,14 +239,13 @@ class AssistWorker:
         return results
 
     def _max_batch(self, client: TritonClient, model: str) -> int:
-        key = f"batch:{model}"
         with self._lock:
-            cached = self._versions.get(key)
+            cached = self._batch_sizes.get(model)
         if cached is None:
-            cached = str(max(1, client.max_batch_size(model, timeout=self.timeout)))
+            cached = max(1, client.max_batch_size(model, timeout=self.timeout))
             with self._lock:
-                self._versions[key] = cached
-        return int(cached)
+                self._batch_sizes[model] = cached
+        return cached
 
     def _run_chunk(
         self,

@@ -12,7 +12,7 @@ from annocloud.qa.v1 import qa_pb2_grpc
 from annocloud.tasks.v1 import tasks_pb2
 from sqlalchemy.orm import Session
 
-from annocloud_server.common.auth import MANAGERS, READERS, Authenticator
+from annocloud_server.common.auth import MANAGERS, READERS, VENDOR_ADMIN, Authenticator
 from annocloud_server.common.db import Database
 from annocloud_server.common.errors import (
     AlreadyExists,
@@ -325,7 +325,7 @@ class QaServicer(qa_pb2_grpc.QaServiceServicer):
         if roles & set(stages.QUALITY_VIEWERS):
             store.get_project(session, organization_id=principal.organization_id, project_id=project_id)
             return [(principal.organization_id, vendor)]
-        if stages.VENDOR_ADMIN not in roles:
+        if VENDOR_ADMIN not in roles:
             raise PermissionDenied(
                 "worker quality needs an admin, manager, reviewer or vendor admin role",
                 reason="ROLE_REQUIRED",

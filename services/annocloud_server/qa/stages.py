@@ -10,17 +10,18 @@ from collections.abc import Collection, Sequence
 from annocloud.common.v1 import common_pb2
 from annocloud.tasks.v1 import tasks_pb2
 
-from annocloud_server.common.auth import ADMIN, MANAGER, REVIEWER
+from annocloud_server.common.auth import (
+    ADMIN,
+    EXPERT_REVIEWER,
+    MANAGER,
+    REVIEWER,
+)
 from annocloud_server.common.errors import InvalidArgument, PermissionDenied
 
 PEER = tasks_pb2.REVIEW_STAGE_PEER
 MANAGER_STAGE = tasks_pb2.REVIEW_STAGE_MANAGER
 EXPERT = tasks_pb2.REVIEW_STAGE_EXPERT
 AUDIT = tasks_pb2.REVIEW_STAGE_AUDIT
-
-EXPERT_REVIEWER = common_pb2.ROLE_EXPERT_REVIEWER
-VENDOR_ADMIN = common_pb2.ROLE_VENDOR_ADMIN
-VENDOR_WORKER = common_pb2.ROLE_VENDOR_WORKER
 
 EXPERTS = (ADMIN, EXPERT_REVIEWER)
 AUDITORS = (ADMIN, MANAGER, EXPERT_REVIEWER)

@@ -89,9 +89,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         )
         schema = convert.schema_from_proto(request.schema)
         domain.validate_schema(schema)
-        quality = workforce.validate_quality(
-            convert.quality_from_proto(request.project.quality), redundancy=spec.redundancy
-        )
+        quality = workforce.validate_quality(convert.quality_from_proto(request.project.quality))
         assist = request.project.model_assist
         domain.validate_model_assist(
             prelabel=[domain.PrelabelSpec(p.model, p.label, p.min_score) for p in assist.prelabel],
@@ -312,10 +310,12 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             worker=worker_identity(principal, access.owner),
             worker_org=principal.organization_id,
         )
-        schema = store.get_label_schema(
-            session, organization_id=access.owner, project_id=access.project.project_id, version=None
-        )
-        kinds = [o.kind for o in convert.schema_from_json(schema.body).objects]
+        kinds: list[int] = []
+        if worker is not None:  # only a worker record limits object kinds (LeaseNextTask is hot)
+            schema = store.get_label_schema(
+                session, organization_id=access.owner, project_id=access.project.project_id, version=None
+            )
+            kinds = [o.kind for o in convert.schema_from_json(schema.body).objects]
         return workforce.check_eligibility(
             level=worker.level if worker is not None else workforce.UNREGISTERED_IN_HOUSE_LEVEL,
             state_suspended=worker is not None and worker.state == wpb.WORKER_STATE_SUSPENDED,

@@ -295,12 +295,21 @@ def list_label_schemas(
 # --- task creation --------------------------------------------------------------------------------
 
 
-def initial_labels(project: Project) -> int:
-    """LABEL tasks per item up front: dynamic overlap starts with min_labels."""
+def _overlap(project: Project) -> tasks_pb2.DynamicOverlap | None:
     quality = tasks_pb2.QualitySettings.FromString(project.quality or b"")
-    if quality.HasField("dynamic_overlap") and quality.dynamic_overlap.min_labels > 0:
-        return quality.dynamic_overlap.min_labels
-    return project.redundancy
+    return quality.dynamic_overlap if quality.HasField("dynamic_overlap") else None
+
+
+def initial_labels(project: Project) -> int:
+    """LABEL tasks per item up front: dynamic overlap starts with min_labels, else redundancy."""
+    overlap = _overlap(project)
+    return overlap.min_labels if overlap is not None and overlap.min_labels > 0 else project.redundancy
+
+
+def max_labels(project: Project) -> int:
+    """The most LABEL tasks an item gets: dynamic overlap's max_labels, else redundancy."""
+    overlap = _overlap(project)
+    return overlap.max_labels if overlap is not None and overlap.max_labels > 0 else project.redundancy
 
 
 def _new_task(project: Project, facts: ItemFacts, *, slot: int, now: datetime, tier: int = 1) -> Task:
@@ -427,7 +436,7 @@ def add_label_tasks(
             )
         ).scalars()
     )
-    missing = min(labels_wanted, workforce_max_labels(project)) - len(slots)
+    missing = min(labels_wanted, max_labels(project)) - len(slots)
     if missing <= 0:
         return 0
     now = utcnow()
@@ -438,13 +447,6 @@ def add_label_tasks(
         task.redundancy = labels_wanted
     _emit_created(session, writer, tasks)
     return len(tasks)
-
-
-def workforce_max_labels(project: Project) -> int:
-    quality = tasks_pb2.QualitySettings.FromString(project.quality or b"")
-    if quality.HasField("dynamic_overlap") and quality.dynamic_overlap.max_labels > 0:
-        return quality.dynamic_overlap.max_labels
-    return project.redundancy
 
 
 def cancel_open_label_tasks(session: Session, *, project_id: str, item: str) -> int:

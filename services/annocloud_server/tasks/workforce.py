@@ -67,7 +67,7 @@ class QualitySpec:
     language: str = ""
 
 
-def validate_quality(spec: QualitySpec, *, redundancy: int, path: str = "project.quality") -> QualitySpec:
+def validate_quality(spec: QualitySpec, *, path: str = "project.quality") -> QualitySpec:
     """Checks a project's quality settings; INVALID_ARGUMENT naming the field."""
     seen: set[int] = set()
     for index, stage in enumerate(spec.review_stages):
@@ -113,13 +113,7 @@ def validate_quality(spec: QualitySpec, *, redundancy: int, path: str = "project
         raise _bad(f"{path}.aggregation", f"unknown value {spec.aggregation}", "BAD_AGGREGATION")
     if spec.language and not _LANGUAGE.match(spec.language):
         raise _bad(f"{path}.language", "must be a BCP 47 tag such as 'en' or 'pt-BR'", "BAD_LANGUAGE")
-    del redundancy
     return spec
-
-
-def initial_labels(redundancy: int, spec: QualitySpec) -> int:
-    """Label tasks created per item up front: min_labels under dynamic overlap, else redundancy."""
-    return spec.overlap.min_labels if spec.overlap is not None else redundancy
 
 
 # --- workers --------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from annocloud_server.common.events import EventWriter
 from annocloud_server.common.paging import new_id
 from annocloud_server.crowd.forecast import Forecast, VendorCapacity, forecast
 from annocloud_server.tasks import convert, workforce
-from annocloud_server.tasks.domain import TaskKind, TaskState
+from annocloud_server.tasks.domain import TaskState
 from annocloud_server.tasks.models import (
     Grant,
     LedgerEntry,
@@ -628,7 +628,3 @@ def task_by_name(session: Session, *, organization_id: str, name: str) -> Task |
             Task.organization_id == organization_id, Task.project_id == parts[1], Task.task_id == parts[3]
         )
     ).scalar_one_or_none()
-
-
-def is_kind(value: int) -> bool:
-    return value in (TaskKind.LABEL, TaskKind.REWORK)

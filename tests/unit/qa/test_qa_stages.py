@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 from annocloud.tasks.v1 import tasks_pb2
-from annocloud_server.common.auth import ADMIN, ANNOTATOR, MANAGER, REVIEWER
+from annocloud_server.common.auth import (
+    ADMIN,
+    ANNOTATOR,
+    EXPERT_REVIEWER,
+    MANAGER,
+    REVIEWER,
+    VENDOR_ADMIN,
+    VENDOR_WORKER,
+)
 from annocloud_server.common.errors import InvalidArgument, PermissionDenied
 from annocloud_server.qa import stages
 
@@ -30,10 +38,10 @@ def test_next_stage_follows_the_order_and_expert_audit_are_final() -> None:
 @pytest.mark.parametrize(
     ("stage", "allowed", "refused"),
     [
-        (PEER, [REVIEWER, MANAGER, ADMIN], [ANNOTATOR, stages.EXPERT_REVIEWER, stages.VENDOR_WORKER]),
+        (PEER, [REVIEWER, MANAGER, ADMIN], [ANNOTATOR, EXPERT_REVIEWER, VENDOR_WORKER]),
         (MANAGER_STAGE, [MANAGER, ADMIN], [REVIEWER, ANNOTATOR]),
-        (EXPERT, [stages.EXPERT_REVIEWER, ADMIN], [REVIEWER, MANAGER]),
-        (AUDIT, [MANAGER, ADMIN, stages.EXPERT_REVIEWER], [REVIEWER, stages.VENDOR_ADMIN]),
+        (EXPERT, [EXPERT_REVIEWER, ADMIN], [REVIEWER, MANAGER]),
+        (AUDIT, [MANAGER, ADMIN, EXPERT_REVIEWER], [REVIEWER, VENDOR_ADMIN]),
     ],
 )
 def test_roles_per_stage(stage: int, allowed: list[int], refused: list[int]) -> None:

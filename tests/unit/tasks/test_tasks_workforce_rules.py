@@ -34,7 +34,7 @@ def test_quality_settings_are_checked_field_by_field() -> None:
     good = QualitySpec(
         review_stages=[1, 2], audit_rate=0.1, overlap=Overlap(2, 5, 0.9), error_taxonomy=[("wrong_class", "")]
     )
-    assert workforce.validate_quality(good, redundancy=3) is good
+    assert workforce.validate_quality(good) is good
     cases = {
         "project.quality.review_stages[1]": QualitySpec(review_stages=[1, 1]),
         "project.quality.audit_rate": QualitySpec(audit_rate=float("nan")),
@@ -46,7 +46,7 @@ def test_quality_settings_are_checked_field_by_field() -> None:
     }
     for field_name, spec in cases.items():
         with pytest.raises(InvalidArgument) as info:
-            workforce.validate_quality(spec, redundancy=1)
+            workforce.validate_quality(spec)
         assert info.value.message.startswith(field_name), info.value.message
 
 
